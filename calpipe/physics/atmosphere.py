@@ -1,0 +1,285 @@
+"""Atmosphere: sky model and pwv fit (DESIGN 3.3, stage "atmosphere").
+
+Sky seen by the receiver at airmass A = 1 / sin(el), transmission t = exp(-tau A):
+  T_sky(nu) = f_eff [J(nu, T_atm)(1 - t) + J(nu, T_cmb) t] + (1 - f_eff) J(nu, T_amb)
+  T'_sky    = w_s T_sky(nu_sig) + w_i T_sky(nu_img)
+Observed sky-minus-hot of OFF k: S_obs = (C_OFF,k - C_hot) / gamma                    [K]
+Model:                           S_mod(pwv) = T'_sky(pwv, el_k) - T'_hot
+pwv minimises chi2 = sum w (S_obs - S_mod)^2 over good channels, pixels and OFFs, with
+w = (gamma / C_OFF)^2 (inverse radiometer variance, sigma ~ T_total): a geometric grid search
+then Gauss-Newton steps inside the bracketing grid cell.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from calpipe.errors import AtmosphereError
+from calpipe.physics.radiometry import (
+    PhysicsConstants,
+    rj_brightness,
+    rj_brightness_dt,
+)
+
+log = logging.getLogger(__name__)
+
+TORR_TO_HPA = 1.333223684  # 101325 / 760 / 100
+
+
+class Slab(Protocol):
+    """Atmosphere table evaluated at fixed frequencies and pressure (see calpipe.atmosphere)."""
+
+    pwv_range: tuple[float, float]
+
+    def evaluate(self, pwv_mm: float) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+    def derivative(self, pwv_mm: float) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+@dataclass(frozen=True)
+class AtmosphereResult:
+    """pwv, zenith opacities and transmissions of one scan.
+
+    Pixel axes (Rp, Ap) are (1, 1) for the joint fit and (R, A) for the per-pixel fit.
+    """
+
+    scan: int
+    method: str  # "fit" | "fixed" | "fallback"
+    per_pixel: bool
+    pwv_mm: np.ndarray  # [Rp, Ap]
+    tau_signal: np.ndarray  # [C, Rp, Ap] neper, zenith
+    tau_image: np.ndarray  # [C, Rp, Ap]
+    tr_signal: np.ndarray  # [C, Rp, Ap, S_on]
+    tr_image: np.ndarray  # [C, Rp, Ap, S_on]
+    residual_rms_k: np.ndarray  # [Rp, Ap] rms of S_obs - S_mod (K)
+    converged: bool
+    n_channels: int  # good (channel, pixel) samples used per OFF
+    n_iterations: int
+    pressure_hpa: float
+    t_atm_source: str  # "model" | "ambient"
+    table_model: str
+    table_digest: str
+    message: str = ""  # why a fallback was used
+
+    def check(self) -> None:
+        if self.tr_signal.shape != self.tr_image.shape:
+            raise ValueError("AtmosphereResult: tr_signal and tr_image differ in shape")
+        if not np.all(np.isfinite(self.pwv_mm)) or np.any(self.pwv_mm < 0):
+            raise ValueError(f"AtmosphereResult: bad pwv {self.pwv_mm}")
+
+
+@dataclass(frozen=True)
+class SkyInputs:
+    """Everything the sky model needs except pwv."""
+
+    nu_sig: np.ndarray  # [C]
+    nu_img: np.ndarray  # [C]
+    w_s: float
+    f_eff: float
+    t_cmb: float
+    constants: PhysicsConstants
+
+
+def airmass(elevation_rad: np.ndarray | float) -> np.ndarray:
+    """A = 1 / sin(el) (plane-parallel)."""
+    return 1.0 / np.sin(np.asarray(elevation_rad, dtype=np.float64))
+
+
+def _sky_one(nu: np.ndarray, tau: np.ndarray, t_atm: np.ndarray, a: np.ndarray,
+             t_amb: np.ndarray, sky: SkyInputs) -> np.ndarray:
+    """T_sky[C, K] for zenith tau[C], T_atm[C or C,K], airmass a[K], T_amb[K]."""
+    t = np.exp(-tau[:, None] * a[None, :])
+    j_atm = rj_brightness(nu[:, None], t_atm, sky.constants)
+    j_cmb = rj_brightness(nu, sky.t_cmb, sky.constants)[:, None]
+    j_amb = rj_brightness(nu[:, None], t_amb[None, :], sky.constants)
+    return sky.f_eff * (j_atm * (1.0 - t) + j_cmb * t) + (1.0 - sky.f_eff) * j_amb
+
+
+def _sky_one_dp(nu: np.ndarray, tau: np.ndarray, t_atm: np.ndarray, dtau: np.ndarray,
+                dt_atm: np.ndarray | None, a: np.ndarray, sky: SkyInputs) -> np.ndarray:
+    """d T_sky / d pwv [C, K]."""
+    t = np.exp(-tau[:, None] * a[None, :])
+    j_atm = rj_brightness(nu[:, None], t_atm, sky.constants)
+    j_cmb = rj_brightness(nu, sky.t_cmb, sky.constants)[:, None]
+    d = (j_atm - j_cmb) * a[None, :] * t * dtau[:, None]
+    if dt_atm is not None:
+        d = d + (1.0 - t) * rj_brightness_dt(nu[:, None], t_atm, sky.constants) * dt_atm[:, None]
+    return sky.f_eff * d
+
+
+class SkyModel:
+    """T'_sky(pwv) at a set of elevations, from two slabs (signal, image)."""
+
+    def __init__(self, sky: SkyInputs, slab_sig: Slab, slab_img: Slab,
+                 elevation: np.ndarray, t_amb: np.ndarray, use_model_t_atm: bool):
+        self.sky = sky
+        self.slab_sig = slab_sig
+        self.slab_img = slab_img
+        self.a = airmass(elevation)
+        self.t_amb = np.asarray(t_amb, dtype=np.float64)
+        self.use_model_t_atm = use_model_t_atm
+        lo = max(slab_sig.pwv_range[0], slab_img.pwv_range[0])
+        hi = min(slab_sig.pwv_range[1], slab_img.pwv_range[1])
+        self.pwv_range = (lo, hi)
+
+    def _t_atm(self, t_atm: np.ndarray | None) -> tuple[np.ndarray, bool]:
+        if self.use_model_t_atm and t_atm is not None:
+            return t_atm[:, None], True
+        return np.broadcast_to(self.t_amb[None, :], (self.sky.nu_sig.size, self.a.size)), False
+
+    def tsky_eff(self, pwv: float) -> np.ndarray:
+        """T'_sky[C, K]."""
+        out = np.zeros((self.sky.nu_sig.size, self.a.size))
+        for nu, slab, w in ((self.sky.nu_sig, self.slab_sig, self.sky.w_s),
+                            (self.sky.nu_img, self.slab_img, 1.0 - self.sky.w_s)):
+            if w == 0:
+                continue
+            tau, t_atm = slab.evaluate(pwv)
+            ta, _ = self._t_atm(t_atm)
+            out += w * _sky_one(nu, tau, ta, self.a, self.t_amb, self.sky)
+        return out
+
+    def tsky_eff_dp(self, pwv: float) -> np.ndarray:
+        """d T'_sky / d pwv [C, K]."""
+        out = np.zeros((self.sky.nu_sig.size, self.a.size))
+        for nu, slab, w in ((self.sky.nu_sig, self.slab_sig, self.sky.w_s),
+                            (self.sky.nu_img, self.slab_img, 1.0 - self.sky.w_s)):
+            if w == 0:
+                continue
+            tau, t_atm = slab.evaluate(pwv)
+            dtau, dt_atm = slab.derivative(pwv)
+            ta, from_model = self._t_atm(t_atm)
+            out += w * _sky_one_dp(nu, tau, ta, dtau, dt_atm if from_model else None,
+                                   self.a, self.sky)
+        return out
+
+
+def fit_pwv(
+    *,
+    scan: int,
+    model: SkyModel,
+    s_obs: np.ndarray,
+    weight: np.ndarray,
+    t_hot_eff: np.ndarray,
+    per_pixel: bool,
+    grid_min: float,
+    grid_max: float,
+    grid_points: int,
+    max_iter: int,
+    tol: float,
+) -> tuple[np.ndarray, np.ndarray, bool, int]:
+    """Minimise chi2(pwv); returns (pwv[Rp, Ap], residual_rms[Rp, Ap], converged, iterations).
+
+    s_obs, weight: [C, R, A, K] (weight 0 where unusable). Joint: one pwv for all pixels.
+    """
+    lo = max(grid_min, model.pwv_range[0])
+    hi = min(grid_max, model.pwv_range[1])
+    if not lo < hi:
+        raise AtmosphereError(f"pwv grid [{grid_min}, {grid_max}] mm does not overlap the "
+                              f"table's pwv range {model.pwv_range}", scan=scan, array="pwv")
+    grid = np.geomspace(lo, hi, grid_points)
+    if per_pixel:
+        w = weight
+        ws = weight * s_obs
+    else:
+        w = weight.sum(axis=(1, 2), keepdims=True)
+        ws = (weight * s_obs).sum(axis=(1, 2), keepdims=True)
+    s_obs_safe = np.where(weight > 0, s_obs, 0.0)
+    wss = (weight * s_obs_safe**2)
+    wss = wss.sum(axis=(0, 3)) if per_pixel else wss.sum(axis=(0, 1, 2, 3))[None, None]
+
+    def chi2(pwv: float) -> np.ndarray:
+        m = (model.tsky_eff(pwv) - t_hot_eff[:, None])[:, None, None, :]
+        return wss - 2 * (m * ws).sum(axis=(0, 3)) + (w * m * m).sum(axis=(0, 3))
+
+    chis = np.stack([chi2(p) for p in grid])  # [G, Rp, Ap]
+    best = chis.argmin(axis=0)
+    rp, ap = best.shape
+    pwv = np.empty((rp, ap))
+    converged = True
+    iterations = 0
+    for r in range(rp):  # per-pixel Newton: (1, 1) in joint mode
+        for a in range(ap):
+            i = int(best[r, a])
+            if i == 0 or i == grid.size - 1:
+                raise AtmosphereError(
+                    f"pwv fit landed on the grid edge ({grid[i]:.4g} mm of "
+                    f"[{grid[0]:.4g}, {grid[-1]:.4g}] mm){_pix(per_pixel, r, a)}: the sky does "
+                    "not match the model (sky hotter than the hot load, or bad loads)",
+                    scan=scan, array="pwv")
+            p, it, ok = _newton(model, w[:, r:r + 1, a:a + 1], ws[:, r:r + 1, a:a + 1],
+                                t_hot_eff, grid[i], grid[i - 1], grid[i + 1], max_iter, tol)
+            iterations = max(iterations, it)
+            if not ok:
+                converged = False
+                raise AtmosphereError(
+                    f"pwv fit did not converge in {max_iter} Newton steps"
+                    f"{_pix(per_pixel, r, a)} (last {p:.5g} mm)", scan=scan, array="pwv")
+            pwv[r, a] = p
+    rms = np.empty((rp, ap))
+    for r in range(rp):
+        for a in range(ap):
+            rms[r, a] = residual_rms(model, s_obs, weight, t_hot_eff, float(pwv[r, a]),
+                                     (r, a) if per_pixel else None)
+    return pwv, rms, converged, iterations
+
+
+def _pix(per_pixel: bool, r: int, a: int) -> str:
+    return f" for pixel (r={r}, a={a})" if per_pixel else ""
+
+
+def _newton(model: SkyModel, w: np.ndarray, ws: np.ndarray, t_hot_eff: np.ndarray, p0: float,
+            lo: float, hi: float, max_iter: int, tol: float) -> tuple[float, int, bool]:
+    """Gauss-Newton on chi2 within [lo, hi]: dp = sum J (WS - W m) / sum W J^2."""
+    p = p0
+    for it in range(1, max_iter + 1):
+        m = (model.tsky_eff(p) - t_hot_eff[:, None])[:, None, None, :]
+        jac = model.tsky_eff_dp(p)[:, None, None, :]
+        num = float((jac * (ws - w * m)).sum())
+        den = float((w * jac * jac).sum())
+        if not den > 0:
+            return p, it, False
+        step = num / den
+        new = min(max(p + step, lo), hi)
+        if abs(new - p) <= tol * max(p, 1e-6):
+            return new, it, True
+        p = new
+    return p, max_iter, False
+
+
+def residual_rms(model: SkyModel, s_obs: np.ndarray, weight: np.ndarray, t_hot_eff: np.ndarray,
+                 pwv: float, pixel: tuple[int, int] | None = None) -> float:
+    """rms over good samples of S_obs - S_mod(pwv) (K)."""
+    m = (model.tsky_eff(pwv) - t_hot_eff[:, None])[:, None, None, :]
+    r = s_obs - m
+    good = weight > 0
+    if pixel is not None:
+        r = r[:, pixel[0], pixel[1]]
+        good = good[:, pixel[0], pixel[1]]
+    if not good.any():
+        return float("nan")
+    return float(np.sqrt(np.mean(r[good] ** 2)))
+
+
+def observed_sky_minus_hot(off_mean: np.ndarray, c_hot: np.ndarray, gamma: np.ndarray,
+                           bad_channel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """S_obs = (C_OFF - C_hot) / gamma [C, R, A, K] and its weight (gamma / C_OFF)^2."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s_obs = (off_mean - c_hot[..., None]) / gamma[..., None]
+        weight = (gamma[..., None] / off_mean) ** 2
+    good = np.isfinite(s_obs) & np.isfinite(weight) & ~bad_channel[..., None]
+    return np.where(good, s_obs, 0.0), np.where(good, weight, 0.0)
+
+
+def transmissions(slab: Slab, pwv: np.ndarray, elevation_on: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Zenith tau [C, Rp, Ap] and t = exp(-tau A) [C, Rp, Ap, S_on] for pwv [Rp, Ap]."""
+    rp, ap = pwv.shape
+    taus = [[slab.evaluate(float(pwv[r, a]))[0] for a in range(ap)] for r in range(rp)]
+    tau = np.moveaxis(np.asarray(taus, dtype=np.float64), -1, 0)  # [C, Rp, Ap]
+    tr = np.exp(-tau[..., None] * airmass(elevation_on)[None, None, None, :])
+    return tau, tr

@@ -1,0 +1,410 @@
+"""Synthetic L0 sessions from the forward model of DESIGN section 3 (DESIGN 5).
+
+Per channel c, pixel (r, a), subscan s at time t (w_s = g_s x_s / (g_s x_s + g_i x_i)):
+  load X:  C_X   = g(t) [T'_rec + T'_X]               T'_X = w_s J(nu_s, T_X) + w_i J(nu_i, T_X)
+  OFF:     C_OFF = g(t) [T'_rec + T'_sky(el_s)]
+  ON:      C_ON  = g(t) [T'_rec + T'_sky(el_s) + w_s f_eff tr_s(el_s) T_A*]
+with T'_rec = w_s T_rec,SSB, g(t) = gamma (1 + drift (t - t_load)) and T'_sky from the
+atmosphere table (calpipe.physics.atmosphere.SkyModel, the same code the fit uses).
+Radiometer noise per dump: sigma_C = C / sqrt(freq_res * exptime). Counts are rounded to int32.
+
+Within a scan the elevation and ambient conditions are constant (the track moves between
+scans), so a noise-free session is exactly invertible. The truth (T_A*, T_rec, gamma, pwv,
+instrument parameters) goes to a sibling store ``<out>.truth.zarr`` (see docs/simulation.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calpipe.l0 import FILL_VALUE, scan_group_name
+from calpipe.physics.atmosphere import TORR_TO_HPA, SkyInputs, SkyModel
+from calpipe.physics.radiometry import EXACT, sideband_weighted
+
+log = logging.getLogger(__name__)
+
+MAX_COUNTS = 1.8e9  # stay clear of int32 max (2.147e9) with noise
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Parameters of a synthetic session (all documented in docs/simulation.md)."""
+
+    seed: int = 1
+    n_scans: int = 12  # total, calibration-only load scans included
+    load_every: int = 6  # a load scan, then load_every - 1 science scans
+    first_scan: int = 1000
+    modes: tuple[str, ...] = ("tp", "otf")  # science scans cycle through these
+    n_channels: int = 2048
+    n_dumps: int = 10
+    n_receivers: int = 2
+    n_arrays: int = 4
+    n_on_tp: int = 2  # TP: OFF ON OFF ON OFF
+    n_on_otf: int = 3  # OTF: OFF ON ON ON OFF
+    frequency_ghz: float = 230.538  # signal sky frequency at the reference channel
+    if_ghz: float = 6.0  # image = signal - 2 IF
+    bandwidth_ghz: float = 1.0
+    freq_off_hz: float = 0.0
+    sideband: str = "dsb"  # dsb: g_s x_s = g_i x_i = 0.5; 2sb: 0.95 / 0.05
+    f_eff: float = 0.95
+    pwv_mm: float = 1.0
+    elevation_start_deg: float = 60.0
+    elevation_end_deg: float = 40.0
+    pamb_hpa: float = 550.0
+    tamb_k: float = 270.0
+    thot_k: float = 293.0
+    tcold_k: float = 80.0
+    t_rec_k: float = 80.0  # SSB receiver temperature at band centre
+    exptime_s: float = 0.5
+    noise: bool = True
+    gain_drift_per_hour: float = 0.0  # fractional gain change per hour since the load scan
+    fill_fraction: float = 0.0  # fraction of ON dump spectra replaced by the int32 fill value
+    dead_channels: int = 0  # channels per pixel with constant counts (bad: HOT == COLD)
+    line_peak_k: float = 2.0  # T_A* peak of the line (K)
+    line_width_channels: float = 20.0
+    own_calibration: tuple[int, ...] = ()  # science scan indices that carry their own loads
+    zarr_format: int = 3
+    write_truth: bool = True
+    scan_seconds: float = 120.0
+    mjd_start: float = 61000.0
+
+    @property
+    def gs_xs(self) -> float:
+        return 0.5 if self.sideband == "dsb" else 0.95
+
+    @property
+    def gi_xi(self) -> float:
+        return 0.5 if self.sideband == "dsb" else 0.05
+
+    @property
+    def w_s(self) -> float:
+        return self.gs_xs / (self.gs_xs + self.gi_xi)
+
+    @property
+    def freq_res_hz(self) -> float:
+        return self.bandwidth_ghz * 1e9 / self.n_channels
+
+    def __post_init__(self) -> None:
+        if self.sideband not in ("dsb", "2sb"):
+            raise ValueError("sideband must be 'dsb' or '2sb'")
+        if self.n_scans < 2 or self.load_every < 2:
+            raise ValueError("need n_scans >= 2 and load_every >= 2")
+        if self.zarr_format not in (2, 3):
+            raise ValueError("zarr_format must be 2 or 3")
+
+
+@dataclass
+class ScanPlan:
+    scan: int
+    kind: str  # "load" | "tp" | "otf"
+    load_scan: int  # the last load scan before it
+    start_mjd: float
+    elevation_rad: float
+    own_calibration: bool = False
+    truth: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_session(cfg: SimulationConfig) -> list[ScanPlan]:
+    plans: list[ScanPlan] = []
+    last_load = cfg.first_scan
+    science = 0
+    els = np.radians(np.linspace(cfg.elevation_start_deg, cfg.elevation_end_deg, cfg.n_scans))
+    for i in range(cfg.n_scans):
+        number = cfg.first_scan + i
+        start = cfg.mjd_start + i * cfg.scan_seconds / 86400.0
+        if i % cfg.load_every == 0:
+            last_load = number
+            plans.append(ScanPlan(number, "load", number, start, float(els[i])))
+            continue
+        kind = cfg.modes[science % len(cfg.modes)]
+        plans.append(ScanPlan(number, kind, last_load, start, float(els[i]),
+                              own_calibration=science in cfg.own_calibration))
+        science += 1
+    return plans
+
+
+class _Instrument:
+    """Receiver, gain bandpass and frequency axes shared by all scans of a session."""
+
+    def __init__(self, cfg: SimulationConfig, table: Any):
+        c = np.arange(cfg.n_channels, dtype=np.float64)
+        self.ref_channel = cfg.n_channels / 2.0
+        self.signal_freq = cfg.frequency_ghz * 1e9
+        self.image_freq = self.signal_freq - 2 * cfg.if_ghz * 1e9
+        dc = (c - self.ref_channel) * cfg.freq_res_hz
+        self.nu_sig = self.signal_freq + cfg.freq_off_hz + dc
+        self.nu_img = self.image_freq + cfg.freq_off_hz - dc
+        x = (c - self.ref_channel) / cfg.n_channels  # -0.5 .. 0.5
+        r = np.arange(cfg.n_receivers)[None, :, None]
+        a = np.arange(cfg.n_arrays)[None, None, :]
+        pix = 1.0 + 0.05 * r + 0.03 * a
+        self.t_rec = cfg.t_rec_k * pix * (1.0 + 0.3 * x[:, None, None] ** 2)  # [C, R, A] SSB
+        self.t_rec_dsb = cfg.w_s * self.t_rec
+        ripple = 1.0 + 0.2 * np.sin(2 * np.pi * 3.0 * x[:, None, None] + 0.5 * r + 0.3 * a)
+        self.t_hot_eff = sideband_weighted(self.nu_sig, self.nu_img, cfg.thot_k, cfg.w_s)
+        self.t_cold_eff = sideband_weighted(self.nu_sig, self.nu_img, cfg.tcold_k, cfg.w_s)
+        # gain: scale so the hottest load count stays below MAX_COUNTS
+        peak = float(np.max(self.t_rec_dsb + self.t_hot_eff[:, None, None]))
+        self.gamma = ripple * (0.8 * MAX_COUNTS / (peak * 1.25))  # counts / K, [C, R, A]
+        self.dead = np.zeros(self.gamma.shape, dtype=bool)
+        if cfg.dead_channels:
+            rng = np.random.default_rng(cfg.seed + 7919)
+            for ri in range(cfg.n_receivers):
+                for ai in range(cfg.n_arrays):
+                    idx = rng.choice(cfg.n_channels, cfg.dead_channels, replace=False)
+                    self.dead[idx, ri, ai] = True
+        self.slab_sig = table.slab(self.nu_sig, cfg.pamb_hpa)
+        self.slab_img = table.slab(self.nu_img, cfg.pamb_hpa)
+        self.sky = SkyInputs(self.nu_sig, self.nu_img, cfg.w_s, cfg.f_eff, 2.725, EXACT)
+
+
+def _line_profile(cfg: SimulationConfig, center_frac: float) -> np.ndarray:
+    c = np.arange(cfg.n_channels)
+    center = center_frac * cfg.n_channels
+    return np.exp(-0.5 * ((c - center) / cfg.line_width_channels) ** 2)
+
+
+def simulate_session(out: str | Path, cfg: SimulationConfig = SimulationConfig(),
+                     table: Any = None, overwrite: bool = False) -> list[ScanPlan]:
+    """Write an L0 session to ``out`` (and the truth to ``<out>.truth.zarr``)."""
+    import zarr
+
+    out = Path(out)
+    truth_path = truth_path_for(out)
+    for p in (out, truth_path):
+        if p.exists():
+            if not overwrite:
+                raise FileExistsError(f"{p} exists (use overwrite=True / --overwrite)")
+            shutil.rmtree(p)
+    if table is None:
+        from calpipe.atmosphere.tableio import load_default_table
+
+        table = load_default_table()
+    inst = _Instrument(cfg, table)
+    plans = plan_session(cfg)
+    root = zarr.open_group(str(out), mode="w", zarr_format=cfg.zarr_format)
+    root.attrs.update({"producer": "calpipe.simulate", "simulation": _cfg_json(cfg)})
+    truth_root = None
+    if cfg.write_truth:
+        truth_root = zarr.open_group(str(truth_path), mode="w", zarr_format=cfg.zarr_format)
+        truth_root.attrs.update({
+            "simulation": _cfg_json(cfg), "pwv_mm": cfg.pwv_mm, "gs_xs": cfg.gs_xs,
+            "gi_xi": cfg.gi_xi, "f_eff": cfg.f_eff, "table_digest": table.digest,
+            "table_model": table.model,
+        })
+        _write(truth_root, "t_rec", inst.t_rec, ("C", "R", "A"))
+        _write(truth_root, "gamma", inst.gamma, ("C", "R", "A"))
+        _write(truth_root, "dead", inst.dead, ("C", "R", "A"))
+        _write(truth_root, "frequency_signal", inst.nu_sig, ("C",))
+        _write(truth_root, "frequency_image", inst.nu_img, ("C",))
+    seeds = np.random.SeedSequence(cfg.seed).spawn(len(plans))
+    for plan, seed in zip(plans, seeds, strict=True):
+        rng = np.random.default_rng(seed)
+        group = root.create_group(scan_group_name(plan.scan))
+        group.attrs.update(_scan_attrs(cfg, plan))
+        if plan.kind == "load" or plan.own_calibration:
+            _write_loads(group, cfg, inst, plan, rng)
+        if plan.kind != "load":
+            _write_science(group, cfg, inst, plan, rng, truth_root)
+    log.info("simulated %d scans into %s", len(plans), out)
+    return plans
+
+
+def truth_path_for(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".zarr") + ".truth.zarr")
+
+
+def _cfg_json(cfg: SimulationConfig) -> str:
+    return json.dumps(asdict(cfg), sort_keys=True)
+
+
+def _scan_attrs(cfg: SimulationConfig, plan: ScanPlan) -> dict[str, Any]:
+    return {
+        "scan_number": plan.scan,
+        "source": "SIM-CLOUD" if plan.kind != "load" else "LOAD",
+        "instmode": {"tp": "TP", "otf": "OTF", "load": "CAL"}[plan.kind],
+        "line": "CO(2-1)",
+        "rest_freq_hz": cfg.frequency_ghz * 1e9,
+        "telescope": "FYST (simulated)",
+        "date_obs": f"MJD {plan.start_mjd:.6f}",
+        "gs_xs": cfg.gs_xs,
+        "gi_xi": cfg.gi_xi,
+        "f_eff": cfg.f_eff,
+        "obs_id": f"sim-{cfg.seed}-{plan.scan}",
+    }
+
+
+def _gain(cfg: SimulationConfig, inst: _Instrument, plan: ScanPlan, t_mjd: np.ndarray
+          ) -> np.ndarray:
+    """g(t) [C, D, R, A] for dump times t [D] (drift since the scan's load scan)."""
+    load_start = cfg.mjd_start + (plan.load_scan - cfg.first_scan) * cfg.scan_seconds / 86400.0
+    hours = (t_mjd - load_start) * 24.0
+    factor = 1.0 + cfg.gain_drift_per_hour * hours
+    return inst.gamma[:, None, :, :] * factor[None, :, None, None]
+
+
+def _dump_times(start: float, cfg: SimulationConfig) -> np.ndarray:
+    return start + (np.arange(cfg.n_dumps) + 0.5) * cfg.exptime_s / 86400.0
+
+
+def _to_counts(expected: np.ndarray, cfg: SimulationConfig, rng: np.random.Generator,
+               dead: np.ndarray) -> np.ndarray:
+    """Add radiometer noise, round, mark dead channels; [C, D, R, A] -> int32."""
+    if cfg.noise:
+        sigma = expected / np.sqrt(cfg.freq_res_hz * cfg.exptime_s)
+        expected = expected + sigma * rng.standard_normal(expected.shape)
+    counts = np.rint(expected)
+    counts[np.broadcast_to(dead[:, None], counts.shape)] = 1000.0
+    if np.any(counts >= np.iinfo(np.int32).max) or np.any(counts <= FILL_VALUE):
+        raise ValueError("simulated counts overflow int32; lower the gain or temperatures")
+    return counts.astype(np.int32)
+
+
+def _subscan_layout(kind: str, cfg: SimulationConfig) -> list[str]:
+    if kind == "tp":
+        modes = ["OFF"]
+        for _ in range(cfg.n_on_tp):
+            modes += ["ON", "OFF"]
+        return modes
+    return ["OTF-OFF"] + ["OTF-ON"] * cfg.n_on_otf + ["OTF-OFF"]
+
+
+def _metadata(cfg: SimulationConfig, inst: _Instrument, plan: ScanPlan, n: int,
+              start: float) -> dict[str, np.ndarray]:
+    sub_seconds = cfg.n_dumps * cfg.exptime_s + 2.0
+    return {
+        "mjd": start + np.arange(n) * sub_seconds / 86400.0,
+        "exptime": np.full(n, cfg.exptime_s, dtype=np.float32),
+        "elevation": np.full(n, plan.elevation_rad, dtype=np.float32),
+        "azimuth": np.full(n, np.radians(120.0), dtype=np.float32),
+        "pamb": np.full(n, cfg.pamb_hpa / TORR_TO_HPA, dtype=np.float32),
+        "tamb": np.full(n, cfg.tamb_k, dtype=np.float32),
+        "signal_freq": np.full(n, inst.signal_freq),
+        "image_freq": np.full(n, inst.image_freq),
+        "freq_res": np.full(n, cfg.freq_res_hz),
+        "freq_off": np.full(n, cfg.freq_off_hz),
+        "ref_channel": np.full(n, inst.ref_channel, dtype=np.float32),
+        "lloadsn": np.full(n, plan.load_scan, dtype=np.int32),
+    }
+
+
+def _write_loads(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: ScanPlan,
+                 rng: np.random.Generator) -> None:
+    modes = ["HOT", "COLD"]
+    n = len(modes)
+    start = plan.start_mjd
+    meta = _metadata(cfg, inst, plan, n, start)
+    counts = np.empty((cfg.n_channels, cfg.n_dumps, cfg.n_receivers, cfg.n_arrays, n), np.int32)
+    for s, mode in enumerate(modes):
+        t_eff = inst.t_hot_eff if mode == "HOT" else inst.t_cold_eff
+        g = _gain(cfg, inst, plan, _dump_times(meta["mjd"][s], cfg))
+        expected = g * (inst.t_rec_dsb[:, None] + t_eff[:, None, None, None])
+        counts[..., s] = _to_counts(expected, cfg, rng, inst.dead)
+    cal = group.create_group("calibration")
+    _write(cal, "data_5d", counts, ("C", "D", "R", "A", "S"))
+    _write_strings(cal, "sobsmode", modes)
+    for name, values in meta.items():
+        if name != "lloadsn":
+            _write(cal, name, values, ("S",))
+    _write(cal, "thot", np.full(n, cfg.thot_k, dtype=np.float32), ("S",))
+    _write(cal, "tcold", np.full(n, cfg.tcold_k, dtype=np.float32), ("S",))
+
+
+def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: ScanPlan,
+                   rng: np.random.Generator, truth_root: Any) -> None:
+    modes = _subscan_layout(plan.kind, cfg)
+    n = len(modes)
+    start = plan.start_mjd + (2 * (cfg.n_dumps * cfg.exptime_s + 2.0) / 86400.0
+                              if plan.own_calibration else 0.0)
+    meta = _metadata(cfg, inst, plan, n, start)
+    model = SkyModel(inst.sky, inst.slab_sig, inst.slab_img, meta["elevation"].astype(float),
+                     meta["tamb"].astype(float), use_model_t_atm=True)
+    tsky = model.tsky_eff(cfg.pwv_mm)  # [C, S]
+    tau_s, _ = inst.slab_sig.evaluate(cfg.pwv_mm)
+    tr_s = np.exp(-tau_s[:, None] / np.sin(meta["elevation"].astype(float))[None, :])  # [C, S]
+    on = [s for s, m in enumerate(modes) if m.endswith("ON")]
+    c, d, r, a = cfg.n_channels, cfg.n_dumps, cfg.n_receivers, cfg.n_arrays
+    counts = np.empty((c, d, r, a, n), np.int32)
+    ta_truth = np.zeros((c, d, r, a, len(on)))
+    otf_lon = np.zeros((d, n))
+    otf_lat = np.zeros((d, n))
+    pix_amp = (1.0 + 0.1 * np.arange(r)[:, None] - 0.05 * np.arange(a)[None, :])  # [R, A]
+    profile = _line_profile(cfg, 0.5 + 0.1 * rng.uniform(-1, 1))
+    for s, mode in enumerate(modes):
+        g = _gain(cfg, inst, plan, _dump_times(meta["mjd"][s], cfg))
+        sky = inst.t_rec_dsb[:, None] + tsky[:, s][:, None, None, None]  # [C, 1, R, A]
+        if mode.endswith("ON"):
+            k = on.index(s)
+            if plan.kind == "otf":
+                lon = np.linspace(-0.05, 0.05, d) * (1 if k % 2 == 0 else -1)
+                lat = np.full(d, -0.02 + 0.02 * k)
+                otf_lon[:, s], otf_lat[:, s] = lon, lat
+                spatial = np.exp(-0.5 * (lon**2 + lat**2) / 0.03**2)  # [D]
+            else:
+                spatial = np.ones(d)
+            ta = (cfg.line_peak_k * profile[:, None, None, None] * spatial[None, :, None, None]
+                  * pix_amp[None, None])  # [C, D, R, A]
+            ta_truth[..., k] = ta
+            expected = g * (sky + cfg.w_s * cfg.f_eff * tr_s[:, s, None, None, None] * ta)
+        else:
+            expected = g * sky
+        counts[..., s] = _to_counts(expected, cfg, rng, inst.dead)
+        if mode.endswith("ON") and cfg.fill_fraction > 0:
+            hit = rng.random((d, r, a)) < cfg.fill_fraction
+            counts[..., s][:, hit] = FILL_VALUE
+            ta_truth[..., on.index(s)][:, hit] = np.nan
+    src = group.create_group("source")
+    _write(src, "data_5d", counts, ("C", "D", "R", "A", "S"))
+    _write_strings(src, "sobsmode", modes)
+    for name, values in meta.items():
+        _write(src, name, values, ("S",))
+    if plan.kind == "otf":
+        _write(src, "otf_lon", otf_lon, ("D", "S"))
+        _write(src, "otf_lat", otf_lat, ("D", "S"))
+    else:
+        _write(src, "otf_lon", np.zeros(n), ("S",))
+        _write(src, "otf_lat", np.zeros(n), ("S",))
+    offs = np.stack(np.meshgrid(np.arange(r), np.arange(a), indexing="ij")) * 0.01  # deg
+    _write(src, "pixel_offset_lon", np.repeat(offs[0][..., None], n, axis=2), ("R", "A", "S"))
+    _write(src, "pixel_offset_lat", np.repeat(offs[1][..., None], n, axis=2), ("R", "A", "S"))
+    _write_strings(src, "frontend_backends", [f"SIM_PX{k:02d}" for k in range(n)])
+    _write_strings(src, "raw_fits_headers", [json.dumps({"SUBSCAN": k}) for k in range(n)])
+    if truth_root is not None:
+        tg = truth_root.create_group(scan_group_name(plan.scan))
+        tg.attrs.update({"kind": plan.kind, "elevation_rad": plan.elevation_rad,
+                         "on_index": on, "load_scan": plan.load_scan})
+        _write(tg, "ta_star", ta_truth, ("C", "D", "R", "A", "S_on"))
+        _write(tg, "tr_signal", tr_s[:, on], ("C", "S_on"))
+        _write(tg, "t_sky_eff", tsky, ("C", "S"))
+
+
+def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) == 5:  # data_5d: one subscan per chunk, <= ~8 MB
+        c, d, r, a, _ = shape
+        per_channel = d * r * a * 4
+        cc = max(1, min(c, (8 << 20) // max(per_channel, 1)))
+        return (cc, d, r, a, 1)
+    return shape
+
+
+def _write(group: Any, name: str, values: np.ndarray, dims: tuple[str, ...]) -> None:
+    values = np.asarray(values)
+    kwargs: dict[str, Any] = {}
+    if group.metadata.zarr_format == 3:
+        kwargs["dimension_names"] = dims
+    arr = group.create_array(name, shape=values.shape, dtype=values.dtype,
+                             chunks=_chunks(values.shape), **kwargs)
+    arr[...] = values
+
+
+def _write_strings(group: Any, name: str, values: list[str]) -> None:
+    arr = group.create_array(name, shape=(len(values),), dtype=str)
+    arr[...] = np.array(values, dtype=object)

@@ -1,0 +1,337 @@
+"""The per-scan stages (DESIGN 4.1): resolve -> prepare -> atmosphere -> calibrate -> write.
+
+Each stage is a function of its inputs only, returning a frozen dataclass that can be saved to
+and loaded from an artifact (``calpipe.artifacts``) without changing a value. Both the
+in-process pipeline and the Snakemake rules call exactly these functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from calpipe.atmosphere.table import AtmosphereTable
+from calpipe.config import CalibrationConfig, InstrumentParameters
+from calpipe.errors import AtmosphereError, CalibrationError, MetadataError
+from calpipe.l0 import CalibrationSnapshot, ScanData, check_compatible
+from calpipe.physics import flags as fl
+from calpipe.physics.atmosphere import (
+    TORR_TO_HPA,
+    AtmosphereResult,
+    SkyInputs,
+    SkyModel,
+    fit_pwv,
+    observed_sky_minus_hot,
+    residual_rms,
+    transmissions,
+)
+from calpipe.physics.calibrate import calibrate_full
+from calpipe.physics.loads import BadChannelRule, CalibrationLoadFull, resolve_loads
+from calpipe.physics.radiometry import PhysicsConstants
+from calpipe.physics.reference import PreparedData, prepare_references
+
+log = logging.getLogger(__name__)
+
+STAGES = ("load", "resolve", "prepare", "atmosphere", "calibrate", "write")
+
+
+# -- instrument parameters --------------------------------------------------------------------
+
+def instrument_parameters(scan: ScanData, config: CalibrationConfig) -> InstrumentParameters:
+    """g_s x_s, g_i x_i, f_eff: scan attributes first, then configuration (DESIGN 3.1).
+
+    A value found in neither is a per-scan error naming the attribute and the config option.
+    """
+    values: dict[str, float] = {}
+    source: dict[str, str] = {}
+    for name in ("gs_xs", "gi_xi", "f_eff"):
+        raw = scan.attrs.get(name)
+        if raw is not None:
+            where = "scan attributes"
+        else:
+            raw, where = getattr(config, name), "configuration"
+        if raw is None:
+            raise MetadataError(f"instrument parameter '{name}' is neither a scan attribute nor "
+                                f"set in the configuration (calibration.{name})",
+                                scan=scan.scan, array=f"attrs/{name}")
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise MetadataError(f"instrument parameter '{name}' = {raw!r} is not a number",
+                                scan=scan.scan, array=f"attrs/{name}") from None
+        if not np.isfinite(value) or value < 0 or (name == "f_eff" and not 0 < value <= 1):
+            raise MetadataError(f"instrument parameter '{name}' = {value} is out of range",
+                                scan=scan.scan, array=f"attrs/{name}")
+        values[name], source[name] = value, where
+    if values["gs_xs"] + values["gi_xi"] <= 0 or values["gs_xs"] == 0:
+        raise MetadataError("sideband gains g_s x_s + g_i x_i must be > 0 with g_s x_s > 0",
+                            scan=scan.scan, array="attrs/gs_xs")
+    return InstrumentParameters(values["gs_xs"], values["gi_xi"], values["f_eff"], source)
+
+
+def frequency_axes(scan: ScanData) -> tuple[np.ndarray, np.ndarray]:
+    """nu_sig, nu_img [C] (Hz); all subscans must share one frequency setup."""
+    m = scan.meta
+    for name in ("signal_freq", "image_freq", "freq_res", "freq_off", "ref_channel"):
+        values = getattr(m, name)
+        if np.ptp(values) > 1e-9 * max(abs(float(values[0])), 1.0):
+            raise MetadataError(f"frequency setup changes between subscans ({values.tolist()})",
+                                scan=scan.scan, array=f"source/{name}")
+    return m.frequency_axes(scan.counts.shape[0])
+
+
+# -- stages -----------------------------------------------------------------------------------
+
+def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig
+            ) -> CalibrationLoadFull:
+    """Stage "resolve": loads -> gamma, T_rec, bad channels (DESIGN 3.2)."""
+    check_compatible(scan, cal)
+    inst = instrument_parameters(scan, config)
+    nu_sig, nu_img = frequency_axes(scan)
+    load = resolve_loads(
+        scan=scan.scan, cal_scan=cal.scan, counts=cal.counts, sobsmode=cal.meta.sobsmode,
+        thot=cal.thot, tcold=cal.tcold, nu_sig=nu_sig, nu_img=nu_img, gs_xs=inst.gs_xs,
+        gi_xi=inst.gi_xi, f_eff=inst.f_eff,
+        constants=PhysicsConstants.for_mode(config.physics),
+        rule=BadChannelRule(config.clip_counts, config.clip_trec, config.clip_smooth_channels),
+    )
+    load.check()
+    return load
+
+
+def prepare(scan: ScanData, config: CalibrationConfig) -> PreparedData:
+    """Stage "prepare": OFF averages and C_REF per ON subscan (DESIGN 3.4)."""
+    prepared = prepare_references(
+        scan=scan.scan, counts=scan.counts, sobsmode=scan.meta.sobsmode, mjd=scan.meta.mjd,
+        exptime=scan.meta.exptime, instmode=str(scan.attrs.get("instmode", "")),
+        mode=config.mode, method=config.reference,
+    )
+    prepared.check()
+    return prepared
+
+
+@dataclass(frozen=True)
+class ScanGeometry:
+    """The few per-subscan values the atmosphere stage needs (so it need not read L0)."""
+
+    scan: int
+    elevation: np.ndarray  # [S] rad
+    tamb: np.ndarray  # [S] K
+    pamb: np.ndarray  # [S] Torr
+
+    @classmethod
+    def of(cls, scan: ScanData) -> ScanGeometry:
+        m = scan.meta
+        return cls(scan.scan, m.elevation.copy(), m.tamb.copy(), m.pamb.copy())
+
+
+def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: PreparedData,
+               config: CalibrationConfig, table: AtmosphereTable) -> AtmosphereResult:
+    """Stage "atmosphere": pwv (fit or fixed), tau and transmissions (DESIGN 3.3)."""
+    scan = geometry.scan
+    off, on = prepared.off_index, prepared.on_index
+    pressure_hpa = float(np.mean(geometry.pamb[off])) * TORR_TO_HPA
+    constants = PhysicsConstants.for_mode(config.physics)
+    try:
+        slab_sig = table.slab(load.nu_sig, pressure_hpa)
+        slab_img = table.slab(load.nu_img, pressure_hpa)
+    except CalibrationError as exc:
+        raise AtmosphereError(exc.detail, scan=scan, array="atmosphere table") from exc
+    use_model = config.t_atm == "model" and table.t_atm is not None
+    sky = SkyInputs(load.nu_sig, load.nu_img, load.w_s, load.f_eff, config.t_cmb, constants)
+    model = SkyModel(sky, slab_sig, slab_img, geometry.elevation[off], geometry.tamb[off],
+                     use_model)
+    s_obs, weight = observed_sky_minus_hot(prepared.off_mean, load.c_hot, load.gamma,
+                                           load.bad_channel)
+    n_used = int((weight > 0).any(axis=3).sum())
+    rp, ap = (load.gamma.shape[1], load.gamma.shape[2]) if config.pwv_per_pixel else (1, 1)
+    method, message, converged, iterations = "fit", "", True, 0
+    if config.pwv_fixed_mm is not None:
+        method = "fixed"
+        pwv = np.full((rp, ap), float(config.pwv_fixed_mm))
+        rms = np.array([[residual_rms(model, s_obs, weight, load.t_hot_eff, float(pwv[0, 0]))]])
+        rms = np.broadcast_to(rms, (rp, ap)).copy()
+    else:
+        if n_used == 0:
+            raise AtmosphereError("no good channel in any OFF subscan to fit pwv", scan=scan,
+                                  array="source/data_5d")
+        try:
+            pwv, rms, converged, iterations = fit_pwv(
+                scan=scan, model=model, s_obs=s_obs, weight=weight, t_hot_eff=load.t_hot_eff,
+                per_pixel=config.pwv_per_pixel, grid_min=config.pwv_grid_min_mm,
+                grid_max=config.pwv_grid_max_mm, grid_points=config.pwv_grid_points,
+                max_iter=config.pwv_newton_max_iter, tol=config.pwv_newton_tol)
+        except AtmosphereError as exc:
+            if config.pwv_fallback_mm is None:
+                raise
+            log.warning("scan %d: %s; using the fallback pwv %.3f mm", scan, exc.detail,
+                        config.pwv_fallback_mm)
+            method, message, converged = "fallback", exc.detail, False
+            pwv = np.full((rp, ap), float(config.pwv_fallback_mm))
+            rms = np.full((rp, ap), residual_rms(model, s_obs, weight, load.t_hot_eff,
+                                                 float(config.pwv_fallback_mm)))
+    try:
+        tau_s, tr_s = transmissions(slab_sig, pwv, geometry.elevation[on])
+        tau_i, tr_i = transmissions(slab_img, pwv, geometry.elevation[on])
+    except CalibrationError as exc:
+        raise AtmosphereError(exc.detail, scan=scan, array="pwv") from exc
+    result = AtmosphereResult(
+        scan=scan, method=method, per_pixel=config.pwv_per_pixel, pwv_mm=pwv,
+        tau_signal=tau_s, tau_image=tau_i, tr_signal=tr_s, tr_image=tr_i,
+        residual_rms_k=rms, converged=bool(converged), n_channels=n_used,
+        n_iterations=int(iterations), pressure_hpa=pressure_hpa,
+        t_atm_source="model" if use_model else "ambient", table_model=table.model,
+        table_digest=table.digest, message=message,
+    )
+    result.check()
+    return result
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """Everything one L1 scan group holds (DESIGN 2.2), before writing."""
+
+    scan: int
+    mode: str
+    spectra: np.ndarray  # [C, D, R, A, S_on] f4
+    flags: np.ndarray  # [C, D, R, A, S_on] u2
+    t_sys: np.ndarray  # [C, R, A, S_on] f4
+    weight: np.ndarray  # [C, R, A, S_on] f4
+    t_rec: np.ndarray  # [C, R, A] f4
+    gamma: np.ndarray  # [C, R, A] f4
+    tau_signal: np.ndarray  # [C] or [C, R, A] f4
+    tau_image: np.ndarray
+    tr_signal: np.ndarray  # [C, S_on] or [C, R, A, S_on] f4
+    tr_image: np.ndarray
+    frequency_signal: np.ndarray  # [C] f8
+    frequency_image: np.ndarray
+    mjd: np.ndarray  # [D, S_on] f8
+    otf_lon: np.ndarray  # [D, S_on] f8
+    otf_lat: np.ndarray
+    elevation: np.ndarray  # [S_on] f4
+    azimuth: np.ndarray
+    exptime: np.ndarray
+    pixel_offset_lon: np.ndarray  # [R, A, S_on] f8
+    pixel_offset_lat: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Shapes, dtypes and the NaN/flag contract; raises ValueError (a bug, not data)."""
+        c, d, r, a, s = self.spectra.shape
+        expect = {
+            "spectra": ((c, d, r, a, s), np.float32), "flags": ((c, d, r, a, s), np.uint16),
+            "t_sys": ((c, r, a, s), np.float32), "weight": ((c, r, a, s), np.float32),
+            "t_rec": ((c, r, a), np.float32), "gamma": ((c, r, a), np.float32),
+            "frequency_signal": ((c,), np.float64), "frequency_image": ((c,), np.float64),
+            "mjd": ((d, s), np.float64), "otf_lon": ((d, s), np.float64),
+            "otf_lat": ((d, s), np.float64), "elevation": ((s,), np.float32),
+            "azimuth": ((s,), np.float32), "exptime": ((s,), np.float32),
+            "pixel_offset_lon": ((r, a, s), np.float64),
+            "pixel_offset_lat": ((r, a, s), np.float64),
+        }
+        per_pixel = self.tau_signal.ndim == 3
+        tau_shape = (c, r, a) if per_pixel else (c,)
+        tr_shape = (c, r, a, s) if per_pixel else (c, s)
+        for name in ("tau_signal", "tau_image"):
+            expect[name] = (tau_shape, np.float32)
+        for name in ("tr_signal", "tr_image"):
+            expect[name] = (tr_shape, np.float32)
+        for name, (shape, dtype) in expect.items():
+            arr = getattr(self, name)
+            if arr.shape != shape or arr.dtype != dtype:
+                raise ValueError(f"scan {self.scan}: L1 array {name} is {arr.dtype}{arr.shape}, "
+                                 f"expected {np.dtype(dtype)}{shape}")
+        blank = (self.flags & fl.BLANKING) != 0
+        if np.any(np.isnan(self.spectra) & ~blank):
+            raise ValueError(f"scan {self.scan}: NaN in spectra without a BAD_CHANNEL or "
+                             "FILL_VALUE flag")
+        if not np.all(np.isnan(self.spectra[blank])):
+            raise ValueError(f"scan {self.scan}: flagged samples are not NaN in spectra")
+
+
+def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
+              atm: AtmosphereResult) -> CalibrationResult:
+    """Stage "calibrate": T_A*, t_sys, weight, flags (DESIGN 3.5) plus the L1 coordinates."""
+    on = prepared.on_index
+    arrays = calibrate_full(
+        scan.counts, on, prepared.c_ref, load.gamma, load.bad_channel, load.w_s, load.f_eff,
+        atm.tr_signal, float(scan.meta.freq_res[0]), scan.meta.exptime[on],
+    )
+    m = scan.meta
+    n_d = scan.counts.shape[1]
+    mjd = m.mjd[on][None, :] + np.arange(n_d)[:, None] * m.exptime[on][None, :] / 86400.0
+    squeeze = not atm.per_pixel
+
+    def atm_array(a: np.ndarray) -> np.ndarray:  # [C, 1, 1(, S)] -> [C(, S)] in joint mode
+        return (a[:, 0, 0] if squeeze else a).astype(np.float32)
+
+    attrs = _scan_attrs(scan, load, prepared, atm, arrays.t_sys)
+    return CalibrationResult(
+        scan=scan.scan, mode=prepared.mode, spectra=arrays.spectra, flags=arrays.flags,
+        t_sys=arrays.t_sys, weight=arrays.weight, t_rec=load.t_rec.astype(np.float32),
+        gamma=load.gamma.astype(np.float32), tau_signal=atm_array(atm.tau_signal),
+        tau_image=atm_array(atm.tau_image), tr_signal=atm_array(atm.tr_signal),
+        tr_image=atm_array(atm.tr_image), frequency_signal=load.nu_sig.astype(np.float64),
+        frequency_image=load.nu_img.astype(np.float64), mjd=mjd,
+        otf_lon=scan.otf_lon[:, on].astype(np.float64),
+        otf_lat=scan.otf_lat[:, on].astype(np.float64),
+        elevation=m.elevation[on].astype(np.float32), azimuth=m.azimuth[on].astype(np.float32),
+        exptime=m.exptime[on].astype(np.float32),
+        pixel_offset_lon=scan.pixel_offset_lon[..., on].astype(np.float64),
+        pixel_offset_lat=scan.pixel_offset_lat[..., on].astype(np.float64),
+        attrs=attrs,
+    )
+
+
+def _median_per_pixel(values: np.ndarray) -> list[list[float | None]]:
+    """nanmedian over all axes but (R, A) -> nested list (None where no finite value)."""
+    r, a = values.shape[1], values.shape[2]
+    flat = np.moveaxis(values, (1, 2), (0, 1)).reshape(r, a, -1)
+    out: list[list[float | None]] = []
+    for i in range(r):
+        row: list[float | None] = []
+        for j in range(a):
+            v = flat[i, j][np.isfinite(flat[i, j])]
+            row.append(float(np.median(v)) if v.size else None)
+        out.append(row)
+    return out
+
+
+def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
+                atm: AtmosphereResult, t_sys: np.ndarray) -> dict[str, Any]:
+    a = scan.attrs
+    pwv = atm.pwv_mm
+    return {
+        "scan_number": int(scan.scan),
+        "source": str(a.get("source", "")),
+        "mode": prepared.mode,
+        "line": str(a.get("line", "")),
+        "rest_freq_hz": float(a["rest_freq_hz"]) if "rest_freq_hz" in a else None,
+        "telescope": str(a.get("telescope", "")),
+        "date_obs": str(a.get("date_obs", "")),
+        "pwv_mm": float(pwv[0, 0]) if not atm.per_pixel else pwv.tolist(),
+        "atmosphere_fit": {
+            "method": atm.method,
+            "per_pixel": atm.per_pixel,
+            "residual_rms_k": atm.residual_rms_k.tolist(),
+            "converged": atm.converged,
+            "n_channels": atm.n_channels,
+            "n_iterations": atm.n_iterations,
+            "pressure_hpa": atm.pressure_hpa,
+            "t_atm": atm.t_atm_source,
+            "message": atm.message,
+        },
+        "reference": {"method": prepared.method, "on_index": prepared.on_index.tolist(),
+                      "off_index": prepared.off_index.tolist()},
+        "calibration_scan": int(load.cal_scan),
+        "instrument": {"gs_xs": load.gs_xs, "gi_xi": load.gi_xi, "f_eff": load.f_eff,
+                       "w_s": load.w_s, "t_hot_k": load.t_hot, "t_cold_k": load.t_cold},
+        "median_t_rec_k": _median_per_pixel(load.t_rec),
+        "median_t_sys_k": _median_per_pixel(t_sys),
+        "qa": {"bad_channel_fraction": float(load.bad_channel.mean())},
+        "passthrough": {k: v for k, v in a.items()
+                        if k in ("obs_id", "mission_id", "plan_id", "aor_id", "aot_id")},
+    }
