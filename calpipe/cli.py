@@ -1,0 +1,311 @@
+"""The ``calpipe`` command line: simulate, calibrate (in-process), atm-table, report ...
+
+Exit codes: 0 all scans calibrated; 2 partial failure; 1 nothing succeeded or a fatal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from calpipe import __version__
+
+log = logging.getLogger("calpipe")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    if verbose == 0 and not quiet:
+        level = logging.WARNING
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(show_path=False, rich_tracebacks=False,
+                                              console=_console(stderr=True))])
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+# -- simulate ---------------------------------------------------------------------------------
+
+def _cmd_simulate(ns: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from calpipe.simulate import SimulationConfig, simulate_session, truth_path_for
+
+    cfg = SimulationConfig()
+    changes: dict[str, Any] = {}
+    for name in ("seed", "n_scans", "load_every", "n_channels", "n_dumps", "n_receivers",
+                 "n_arrays", "frequency_ghz", "pwv_mm", "sideband", "gain_drift_per_hour",
+                 "fill_fraction", "dead_channels", "zarr_format", "first_scan", "exptime_s",
+                 "bandwidth_ghz", "if_ghz"):
+        value = getattr(ns, name)
+        if value is not None:
+            changes[name] = value
+    if ns.no_noise:
+        changes["noise"] = False
+    if ns.modes:
+        changes["modes"] = tuple(ns.modes.split(","))
+    if ns.no_truth:
+        changes["write_truth"] = False
+    try:
+        cfg = replace(cfg, **changes)
+    except ValueError as exc:
+        print(f"calpipe simulate: {exc}", file=sys.stderr)
+        return 1
+    table = None
+    if ns.atmosphere_table:
+        from calpipe.atmosphere.tableio import load_table
+
+        table = load_table(ns.atmosphere_table)
+    plans = simulate_session(ns.output, cfg, table=table, overwrite=ns.overwrite)
+    n_load = sum(p.kind == "load" for p in plans)
+    print(f"wrote {ns.output}: {len(plans)} scans ({n_load} load scans, "
+          f"{len(plans) - n_load} science), {cfg.n_channels} channels, "
+          f"{cfg.n_receivers} x {cfg.n_arrays} pixels, pwv {cfg.pwv_mm} mm")
+    if cfg.write_truth:
+        print(f"truth: {truth_path_for(ns.output)}")
+    return 0
+
+
+# -- calibrate --------------------------------------------------------------------------------
+
+def build_config(ns: argparse.Namespace) -> Any:
+    from calpipe.config import CalibrationConfig
+
+    config = CalibrationConfig.from_file(ns.config) if ns.config else CalibrationConfig()
+    changes: dict[str, Any] = {}
+    for option, name in (("mode", "mode"), ("physics", "physics"), ("pwv", "pwv_fixed_mm"),
+                         ("pwv_fallback", "pwv_fallback_mm"), ("reference", "reference"),
+                         ("t_atm", "t_atm"), ("atmosphere_table", "atmosphere_table"),
+                         ("gs_xs", "gs_xs"), ("gi_xi", "gi_xi"), ("f_eff", "f_eff")):
+        value = getattr(ns, option, None)
+        if value is not None:
+            changes[name] = value
+    if getattr(ns, "per_pixel_pwv", False):
+        changes["pwv_per_pixel"] = True
+    return config.replace(**changes) if changes else config
+
+
+def _parse_scans(text: str | None) -> list[int] | None:
+    """'1001,1003-1005' -> [1001, 1003, 1004, 1005]."""
+    if not text:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            out.extend(range(int(lo), int(hi) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def _cmd_calibrate(ns: argparse.Namespace) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from calpipe.l0 import open_session
+    from calpipe.pipeline import calibrate_store
+
+    config = build_config(ns)
+    scans = _parse_scans(ns.scans)
+    session = open_session(ns.session)
+    todo = [n for n in session.source_scans() if scans is None or n in scans]
+    del session
+    console = _console(stderr=True)
+    failed = 0
+    with Progress(TextColumn("[bold]calibrating"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                  TimeRemainingColumn(), console=console, disable=ns.quiet,
+                  transient=False) as bar:
+        task = bar.add_task("scans", total=len(todo), status="")
+
+        def progress(event: str, scan: int, payload: Any) -> None:
+            nonlocal failed
+            if event == "start":
+                bar.update(task, status=f"scan {scan}, {failed} failed")
+            elif event in ("done", "failed"):
+                failed += event == "failed"
+                bar.update(task, advance=1, status=f"scan {scan}, {failed} failed")
+
+        result = calibrate_store(ns.session, ns.output, config, scans=scans, progress=progress)
+    if ns.quicklook:
+        from calpipe.quicklook import quicklook_store
+
+        quicklook_store(ns.output)
+    if not ns.quiet:
+        _print_summary(result, ns.output)
+    if ns.json:
+        print(json.dumps({"exit_code": result.exit_code,
+                          "succeeded": [s.scan for s in result.successes],
+                          "failed": [f.scan for f in result.failures]}))
+    return result.exit_code
+
+
+def _print_summary(result: Any, out: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"calpipe calibrate -> {out}")
+    for col in ("scan", "mode", "pwv (mm)", "median T_sys (K)", "status"):
+        table.add_column(col)
+    rows = [(s.scan, s.mode, f"{s.pwv_mm:.3f}", f"{s.median_t_sys_k:.1f}", "[green]ok")
+            for s in result.successes]
+    rows += [(f.scan, "", "", "", f"[red]failed in {f.stage}: {f.error}")
+             for f in result.failures]
+    for row in sorted(rows, key=lambda r: r[0]):
+        table.add_row(str(row[0]), *row[1:])
+    console = _console()
+    console.print(table)
+    n_fail = len(result.failures)
+    n_all = n_fail + len(result.successes)
+    if n_fail:
+        console.print(f"{n_fail} of {n_all} scans failed, see {Path(out) / 'failures.json'}")
+    else:
+        console.print(f"all {n_all} scans calibrated")
+
+
+# -- atm-table --------------------------------------------------------------------------------
+
+def _cmd_atm_table(ns: argparse.Namespace, rest: list[str]) -> int:
+    if ns.action == "build":
+        from calpipe.atmosphere.am_builder import main as build_main
+
+        return build_main(rest)
+    from calpipe.atmosphere.tableio import default_table_path, load_default_table, load_table
+
+    table = load_table(rest[0]) if rest else load_default_table()
+    f, p, w = table.frequency_hz, table.pressure_hpa, table.pwv_mm
+    print(f"table: {rest[0] if rest else default_table_path()}")
+    print(f"model: {table.model}\ndigest: {table.digest}")
+    print(f"frequency: {f[0] / 1e9:.3f}-{f[-1] / 1e9:.3f} GHz, {f.size} points")
+    print(f"pwv nodes: {w.size} ({w[0]:.3g}-{w[-1]:.3g} mm)")
+    print(f"ground pressure nodes: {', '.join(f'{x:g}' for x in p)} hPa")
+    print(f"t_atm: {'yes' if table.t_atm is not None else 'no (uses T_amb)'}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+def _add_calibration_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("calibration options (override the config file)")
+    g.add_argument("--config", type=Path, help="YAML/JSON file with calibration options")
+    g.add_argument("--mode", choices=("auto", "tp", "otf"), help="observing mode [auto]")
+    g.add_argument("--physics", choices=("exact", "kalibrate-compat"),
+                   help="physics constants [exact]")
+    g.add_argument("--pwv", type=float, metavar="MM", help="fixed pwv: skip the fit")
+    g.add_argument("--pwv-fallback", type=float, metavar="MM",
+                   help="pwv to use when the fit fails (recorded in the attributes)")
+    g.add_argument("--per-pixel-pwv", action="store_true", help="fit pwv per pixel")
+    g.add_argument("--reference", choices=("linear", "nearest"),
+                   help="OFF interpolation in time [linear]")
+    g.add_argument("--t-atm", choices=("model", "ambient"),
+                   help="atmosphere emission temperature: table or T_amb [model]")
+    g.add_argument("--atmosphere-table", metavar="FILE", help="atmosphere table [shipped]")
+    g.add_argument("--gs-xs", type=float, help="signal sideband gain default")
+    g.add_argument("--gi-xi", type=float, help="image sideband gain default")
+    g.add_argument("--f-eff", type=float, help="forward efficiency default")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="calpipe", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"calpipe {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-q", "--quiet", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="write a synthetic L0 session (and its truth)")
+    p.add_argument("output", type=Path)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--n-scans", type=int, help="scans in total, load scans included [12]")
+    p.add_argument("--load-every", type=int, help="a load scan every N scans [6]")
+    p.add_argument("--first-scan", type=int)
+    p.add_argument("--n-channels", type=int)
+    p.add_argument("--n-dumps", type=int)
+    p.add_argument("--n-receivers", type=int)
+    p.add_argument("--n-arrays", type=int)
+    p.add_argument("--frequency-ghz", type=float)
+    p.add_argument("--if-ghz", type=float)
+    p.add_argument("--bandwidth-ghz", type=float)
+    p.add_argument("--exptime-s", type=float)
+    p.add_argument("--pwv-mm", type=float)
+    p.add_argument("--sideband", choices=("dsb", "2sb"))
+    p.add_argument("--modes", help="science scan modes to cycle, e.g. tp,otf")
+    p.add_argument("--gain-drift-per-hour", type=float)
+    p.add_argument("--fill-fraction", type=float)
+    p.add_argument("--dead-channels", type=int)
+    p.add_argument("--zarr-format", type=int, choices=(2, 3))
+    p.add_argument("--no-noise", action="store_true")
+    p.add_argument("--no-truth", action="store_true")
+    p.add_argument("--atmosphere-table", help="table for the forward model [shipped]")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("calibrate", help="calibrate a session in process (prefetch mode)")
+    p.add_argument("session", type=Path, help="L0 session store")
+    p.add_argument("output", type=Path, help="L1 store to write")
+    p.add_argument("--scans", help="scan selection, e.g. 1001,1003-1005")
+    p.add_argument("--quicklook", action="store_true", help="write a PNG per scan")
+    p.add_argument("--json", action="store_true", help="print a JSON line with the result")
+    _add_calibration_options(p)
+    p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("atm-table", help="build or describe an atmosphere table",
+                       description="calpipe atm-table build OUT.npz [options] | "
+                                   "calpipe atm-table info [TABLE]")
+    p.add_argument("action", choices=("build", "info"))
+    p.set_defaults(func=_cmd_atm_table, takes_rest=True)
+
+    try:
+        from calpipe import workflow
+
+        workflow.add_cli(sub)
+    except ImportError:  # pragma: no cover - workflow module not installed
+        pass
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from calpipe.errors import CalibrationError, CalpipeError
+
+    parser = build_parser()
+    ns, rest = parser.parse_known_args(argv)
+    if rest and not getattr(ns, "takes_rest", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    _setup_logging(ns.verbose, ns.quiet)
+    try:
+        if getattr(ns, "takes_rest", False):
+            return int(ns.func(ns, rest))
+        return int(ns.func(ns))
+    except CalibrationError as exc:
+        print(f"calpipe: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except CalpipeError as exc:
+        print(f"calpipe: error: {exc}", file=sys.stderr)
+        return 1
+    except FileExistsError as exc:
+        print(f"calpipe: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("calpipe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
