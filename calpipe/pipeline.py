@@ -70,7 +70,9 @@ class ScanSummary:
 class PipelineResult:
     successes: list[ScanSummary] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
-    timeline: list[tuple[str, int, float]] = field(default_factory=list)  # (event, scan, t)
+    #: (event, scan, seconds since start); events: load_start, load_end, process_start,
+    #: release (raw data dropped, permit returned), process_end
+    timeline: list[tuple[str, int, float]] = field(default_factory=list)
     ignored_groups: list[str] = field(default_factory=list)
 
     @property
@@ -292,9 +294,10 @@ def _run_loop(session: Session, todo: list[int], out: Path, config: CalibrationC
         while (item := handoff.get()) is not None:
             released = threading.Event()
 
-            def release(ev: threading.Event = released) -> None:
+            def release(ev: threading.Event = released, scan: int = item.scan) -> None:
                 if not ev.is_set():
                     ev.set()
+                    mark("release", scan)
                     permits.release()
 
             clock = StageClock()
