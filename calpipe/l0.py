@@ -158,14 +158,22 @@ class Session:
         return sorted(self._scan_groups)
 
     def source_scans(self) -> list[int]:
-        """Scans with a ``source/`` group: the ones to calibrate."""
-        return [n for n in self.scans() if self.has_source(n)]
+        """Scans with a ``source/`` group: the ones to calibrate. A scan whose group cannot be
+        opened is listed too, so that it fails (and is recorded) on its own."""
+        found = []
+        for n in self.scans():
+            try:
+                if self.has_source(n):
+                    found.append(n)
+            except CalibrationError:
+                found.append(n)
+        return found
 
     def has_source(self, scan: int) -> bool:
-        return "source" in _member_names(self._group(scan))
+        return _has_member(self._group(scan), "source")
 
     def has_calibration(self, scan: int) -> bool:
-        return "calibration" in _member_names(self._group(scan))
+        return _has_member(self._group(scan), "calibration")
 
     def attrs(self, scan: int) -> dict[str, Any]:
         return dict(self._group(scan).attrs)
@@ -184,8 +192,7 @@ class Session:
     def load_scan(self, scan: int) -> ScanData:
         """Read and validate the source group of ``scan``."""
         group = self._group(scan)
-        members = _member_names(group)
-        if "source" not in members:
+        if not _has_member(group, "source"):
             raise L0FormatError("scan has no source/ group (calibration-only)", scan=scan)
         src = _subgroup(group, "source", scan)
         digest = hashlib.blake2b(digest_size=16)
@@ -193,7 +200,7 @@ class Session:
         c, d, r, a, s = counts.shape
         meta = _read_metadata(src, scan, "source", s, SOURCE_MODES)
         _digest_metadata(digest, meta)
-        if "lloadsn" not in _member_names(src) and "calibration" not in members:
+        if not _has_member(src, "lloadsn") and not _has_member(group, "calibration"):
             raise L0FormatError(
                 "missing array (needed: no calibration/ group in this scan)",
                 scan=scan,
@@ -216,7 +223,7 @@ class Session:
             pixel_offset_lon=pix_lon,
             pixel_offset_lat=pix_lat,
             frontend_backends=fb,
-            has_own_calibration="calibration" in members,
+            has_own_calibration=_has_member(group, "calibration"),
             content_digest=digest.hexdigest(),
         )
 
@@ -277,9 +284,12 @@ def open_session(path: str | Path) -> Session:
         raise StoreError(f"L0 store {path} does not exist")
     try:
         root = zarr.open_group(str(path), mode="r")
-        names = sorted(_member_names(root))
     except Exception as exc:  # any zarr/JSON failure at the root is fatal
         raise StoreError(f"cannot open L0 store {path}: {exc}") from exc
+    try:
+        names = sorted(_member_names(root))
+    except Exception:  # a damaged child group: list directories, that scan fails on its own
+        names = sorted(p.name for p in path.iterdir() if p.is_dir())
     session = Session(path=path, root=root, zarr_format=int(root.metadata.zarr_format))
     for name in names:
         number = parse_scan_group(name)
@@ -304,6 +314,20 @@ def iter_scan_groups(root: Any) -> Iterator[tuple[int, str]]:
 
 def _member_names(group: Any) -> set[str]:
     return {name for name, _ in group.members()}
+
+
+def _has_member(group: Any, name: str) -> bool:
+    """Whether ``group`` has a child ``name``, opening only that child (``members()`` parses
+    every sibling, so one corrupt zarr.json would break every lookup). A child whose metadata
+    is unreadable counts as present: the read that follows reports it with scan and array.
+    """
+    try:
+        group[name]
+    except KeyError:
+        return False
+    except Exception:
+        return True
+    return True
 
 
 def _subgroup(group: Any, name: str, scan: int) -> Any:
@@ -359,8 +383,17 @@ def _read_counts(group: Any, scan: int, where: str, digest: Any = None) -> np.nd
         raise L0FormatError(f"expected dtype int32, got {arr.dtype}", scan=scan, array=label)
     if min(arr.shape) == 0:
         raise L0FormatError(f"empty array, shape {arr.shape}", scan=scan, array=label)
-    out = np.empty(arr.shape, dtype=np.float64)
-    for s in range(arr.shape[4]):
+    # zarr silently reads an absent chunk as the array's fill_value: unless that is the int32
+    # fill (absent = no data -> NaN), a deleted chunk file would become fake counts.
+    if arr.fill_value != FILL_VALUE and arr.nchunks_initialized < arr.nchunks:
+        raise L0FormatError(f"{arr.nchunks - arr.nchunks_initialized} of {arr.nchunks} chunk "
+                            f"file(s) missing (fill_value {arr.fill_value} is not the int32 "
+                            "fill)", scan=scan, array=label)
+    # subscan-major memory: out[..., s] is one contiguous block (CCAT keeps a Vec of [C, D, R, A]
+    # arrays for the same reason), while the public shape stays [C, D, R, A, S]
+    c, d, r, a, n_s = arr.shape
+    out = np.empty((n_s, c, d, r, a), dtype=np.float64).transpose(1, 2, 3, 4, 0)
+    for s in range(n_s):
         raw = _read(arr, scan, label, (..., s))
         if digest is not None:
             digest.update(np.ascontiguousarray(raw).tobytes())
@@ -379,7 +412,7 @@ def _digest_metadata(digest: Any, meta: SubscanMetadata) -> None:
 
 def _read_strings(group: Any, name: str, scan: int, n: int, *, required: bool,
                   where: str = "source") -> np.ndarray | None:
-    if name not in _member_names(group):
+    if not _has_member(group, name):
         if required:
             raise L0FormatError("missing array", scan=scan, array=f"{where}/{name}")
         return None
@@ -396,7 +429,7 @@ def _read_strings(group: Any, name: str, scan: int, n: int, *, required: bool,
 
 def _read_numeric(group: Any, name: str, scan: int, where: str, n: int, dtype: str,
                   *, required: bool = True) -> np.ndarray:
-    if name not in _member_names(group):
+    if not _has_member(group, name):
         if required:
             raise L0FormatError("missing array", scan=scan, array=f"{where}/{name}")
         return np.zeros(n, dtype=dtype)
@@ -427,7 +460,7 @@ def _read_metadata(group: Any, scan: int, where: str, n: int, modes: tuple[str, 
         needed = required and (frequencies_required or name in ("mjd", "exptime"))
         values[name] = _read_numeric(group, name, scan, where, n, dtype, required=needed)
     lloadsn = None
-    if "lloadsn" in _member_names(group):
+    if _has_member(group, "lloadsn"):
         lloadsn = _read_numeric(group, "lloadsn", scan, where, n, "int64")
     _check_metadata(values, scan, where, frequencies_required)
     return SubscanMetadata(sobsmode=norm, lloadsn=lloadsn, **values)
@@ -461,7 +494,7 @@ def _check_metadata(v: dict[str, np.ndarray], scan: int, where: str, full: bool)
 
 def _read_otf(group: Any, name: str, scan: int, d: int, s: int) -> np.ndarray:
     """otf_lon / otf_lat as [S] (broadcast over dumps) or [D, S]; absent -> zeros."""
-    if name not in _member_names(group):
+    if not _has_member(group, name):
         return np.zeros((d, s))
     values = _read(_open_array(group, name, scan, "source"), scan, f"source/{name}")
     if values.shape == (s,):
@@ -474,7 +507,7 @@ def _read_otf(group: Any, name: str, scan: int, d: int, s: int) -> np.ndarray:
 
 def _read_pixel_offset(group: Any, name: str, scan: int, r: int, a: int, s: int) -> np.ndarray:
     """pixel offsets as [R, A, S] or legacy [R, A] (broadcast over subscans); absent -> zeros."""
-    if name not in _member_names(group):
+    if not _has_member(group, name):
         return np.zeros((r, a, s))
     values = _read(_open_array(group, name, scan, "source"), scan, f"source/{name}")
     if values.shape == (r, a, s):

@@ -148,16 +148,19 @@ def process_scan(loaded: LoadedScan, out: Path, config: CalibrationConfig,
     assert data is not None and cal is not None
     with clock("resolve"):
         load = resolve(data, cal, config)
+    cal_digest, cal_scan = cal.content_digest, cal.scan
+    loaded.cal = None  # the loads are reduced to [C, R, A]: drop the raw snapshot now
+    del cal
     with clock("prepare"):
         prepared = prepare(data, config)
     with clock("atmosphere"):
         atm = atmosphere(ScanGeometry.of(data), load, prepared, config, table)
     with clock("calibrate"):
         result = calibrate(data, load, prepared, atm)
-    digests = {"scan": data.content_digest, "calibration": cal.content_digest,
-               "calibration_scan": cal.scan}
-    loaded.data = loaded.cal = None
-    del data, cal, prepared
+    digests = {"scan": data.content_digest, "calibration": cal_digest,
+               "calibration_scan": cal_scan}
+    loaded.data = None
+    del data, prepared
     if release is not None:
         release()
     timings = dict(clock.timings)

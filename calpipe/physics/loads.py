@@ -81,13 +81,16 @@ class CalibrationLoadFull:
 def average_subscans(counts: np.ndarray, sobsmode: np.ndarray, modes: tuple[str, ...]) -> np.ndarray:
     """NaN-aware mean over the dumps of every subscan whose sobsmode is in ``modes``.
 
-    counts [C, D, R, A, S] -> [C, R, A]; all-NaN stays NaN (no warning).
+    counts [C, D, R, A, S] -> [C, R, A]; all-NaN stays NaN. Accumulates one subscan at a time
+    so the temporaries stay at one subscan's size.
     """
-    sel = np.flatnonzero(np.isin(sobsmode, modes))
-    data = counts[..., sel]  # [C, D, R, A, n]
-    finite = np.isfinite(data)
-    n = finite.sum(axis=(1, 4))
-    total = np.where(finite, data, 0.0).sum(axis=(1, 4))
+    total = np.zeros(counts.shape[:1] + counts.shape[2:4])
+    n = np.zeros(total.shape, dtype=np.int64)
+    for s in np.flatnonzero(np.isin(sobsmode, modes)).tolist():
+        block = counts[..., s]
+        finite = np.isfinite(block)
+        n += finite.sum(axis=1)
+        total += np.where(finite, block, 0.0).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
