@@ -36,7 +36,14 @@ from calpipe.atmosphere.table import AtmosphereTable
 from calpipe.config import CalibrationConfig
 from calpipe.errors import CalibrationError, ConfigError, StoreError
 from calpipe.l0 import CalibrationSnapshot, ScanData, Session, open_session
-from calpipe.stages import ScanGeometry, atmosphere, calibrate, prepare, resolve
+from calpipe.stages import (
+    CalibrationResult,
+    ScanGeometry,
+    atmosphere,
+    calibrate,
+    prepare,
+    resolve,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,20 +144,31 @@ def provenance(config: CalibrationConfig, store: Path, table: AtmosphereTable) -
     }
 
 
-def process_scan(loaded: LoadedScan, out: Path, config: CalibrationConfig,
-                 table: AtmosphereTable, run_provenance: dict[str, Any], clock: StageClock,
-                 release: Callable[[], None] | None = None) -> ScanSummary:
-    """resolve -> prepare -> atmosphere -> calibrate -> write for one loaded scan.
+@dataclass
+class ComputedScan:
+    """A calibrated scan waiting to be written (its raw counts already released)."""
 
-    ``release`` is called once the raw counts are no longer referenced (before the write).
+    result: CalibrationResult
+    extra_attrs: dict[str, Any]
+    pwv_mm: float
+    clock: StageClock
+
+
+def compute_scan(loaded: LoadedScan, config: CalibrationConfig, table: AtmosphereTable,
+                 run_provenance: dict[str, Any], clock: StageClock,
+                 release: Callable[[], None] | None = None) -> ComputedScan:
+    """resolve -> prepare -> atmosphere -> calibrate for one loaded scan.
+
+    The calibration snapshot is dropped right after resolve and the source counts right after
+    calibrate; ``release`` is then called (the prefetch loop returns its permit there).
     """
     data, cal = loaded.data, loaded.cal
     assert data is not None and cal is not None
+    loaded.cal = None
     with clock("resolve"):
         load = resolve(data, cal, config)
     cal_digest, cal_scan = cal.content_digest, cal.scan
-    loaded.cal = None  # the loads are reduced to [C, R, A]: drop the raw snapshot now
-    del cal
+    del cal  # the loads are reduced to [C, R, A]: drop the raw snapshot now
     with clock("prepare"):
         prepared = prepare(data, config)
     with clock("atmosphere"):
@@ -165,17 +183,36 @@ def process_scan(loaded: LoadedScan, out: Path, config: CalibrationConfig,
         release()
     timings = dict(clock.timings)
     timings["load"] = loaded.load_seconds
+    extra = {"provenance": {**run_provenance, "content_digest": digests,
+                            "utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+             "timings_s": timings}
+    return ComputedScan(result, extra, float(atm.pwv_mm.mean()), clock)
+
+
+def write_computed(out: Path, computed: ComputedScan) -> ScanSummary:
+    """Stage "write": the L1 group (atomically), then the scan's summary row.
+
+    The ``timings_s`` attribute in L1 holds the stages before the write; the run summary
+    also has the write time.
+    """
+    clock = computed.clock
     with clock("write"):
-        extra = {"provenance": {**run_provenance, "content_digest": digests,
-                                "utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
-                 "timings_s": timings}
-        l1.write_scan(out, result, extra)
+        l1.write_scan(out, computed.result, computed.extra_attrs)
+    timings = dict(computed.extra_attrs["timings_s"])
     timings["write"] = clock.timings["write"]
+    result = computed.result
     t_sys = result.t_sys[np.isfinite(result.t_sys)]
-    return ScanSummary(scan=result.scan, mode=result.mode,
-                       pwv_mm=float(atm.pwv_mm.mean()),
+    return ScanSummary(scan=result.scan, mode=result.mode, pwv_mm=computed.pwv_mm,
                        median_t_sys_k=float(np.median(t_sys)) if t_sys.size else float("nan"),
                        timings_s=timings)
+
+
+def process_scan(loaded: LoadedScan, out: Path, config: CalibrationConfig,
+                 table: AtmosphereTable, run_provenance: dict[str, Any], clock: StageClock,
+                 release: Callable[[], None] | None = None) -> ScanSummary:
+    """All stages of one loaded scan, in this thread (compute_scan + write_computed)."""
+    return write_computed(out, compute_scan(loaded, config, table, run_provenance, clock,
+                                            release))
 
 
 @contextlib.contextmanager
@@ -266,8 +303,16 @@ def calibrate_store(store: str | Path, out: str | Path,
 def _run_loop(session: Session, todo: list[int], out: Path, config: CalibrationConfig,
               table: AtmosphereTable, run_prov: dict[str, Any], result: PipelineResult,
               progress: ProgressCallback | None) -> None:
+    """Three threads: prefetch (scan N+1) -> compute (scan N) -> write (scan N-1).
+
+    Raw data: at most two scans (two permits, see the module docstring). Outputs: at most two
+    scans (the one being written and the one waiting for the writer).
+    """
     permits = threading.Semaphore(2)  # raw data of at most two scans resident
     handoff: queue.Queue[LoadedScan | None] = queue.Queue()
+    write_slot = threading.Semaphore(1)  # one scan being written at a time
+    to_write: queue.Queue[ComputedScan | None] = queue.Queue()
+    written: queue.Queue[tuple[int, ScanSummary | None, BaseException | None]] = queue.Queue()
     stop = threading.Event()
     t0 = time.perf_counter()
 
@@ -291,8 +336,40 @@ def _run_loop(session: Session, todo: list[int], out: Path, config: CalibrationC
             handoff.put(item)
         handoff.put(None)
 
-    thread = threading.Thread(target=loader, name="calpipe-prefetch", daemon=True)
-    thread.start()
+    def writer() -> None:
+        while (computed := to_write.get()) is not None:
+            scan = computed.result.scan
+            try:
+                written.put((scan, write_computed(out, computed), None))
+            except BaseException as exc:  # judged by the main thread
+                written.put((scan, None, exc))
+            finally:
+                del computed
+                mark("process_end", scan)
+                write_slot.release()
+
+    def collect(block: bool = False) -> None:
+        """Book finished writes (in the main thread); re-raise fatal write errors."""
+        while True:
+            try:
+                scan, summary, exc = written.get(block=block, timeout=None)
+            except queue.Empty:
+                return
+            block = False
+            if isinstance(exc, CalibrationError):
+                _record_failure(result, progress, scan, "write", exc)
+            elif exc is not None:
+                raise exc
+            else:
+                assert summary is not None
+                result.successes.append(summary)
+                if progress:
+                    progress("done", scan, summary)
+
+    threads = [threading.Thread(target=loader, name="calpipe-prefetch", daemon=True),
+               threading.Thread(target=writer, name="calpipe-writer", daemon=True)]
+    for thread in threads:
+        thread.start()
     try:
         while (item := handoff.get()) is not None:
             released = threading.Event()
@@ -310,27 +387,39 @@ def _run_loop(session: Session, todo: list[int], out: Path, config: CalibrationC
             try:
                 if item.error is not None:
                     raise item.error
-                summary = process_scan(item, out, config, table, run_prov, clock, release)
+                computed = compute_scan(item, config, table, run_prov, clock, release)
             except CalibrationError as exc:
                 stage = "load" if item.error is not None else clock.stage
-                failure = _failure(item.scan, stage, exc)
-                result.failures.append(failure)
-                log.warning("scan %d failed in stage %s: %s", item.scan, stage, exc)
-                if progress:
-                    progress("failed", item.scan, failure)
+                item.data = item.cal = None
+                release()
+                mark("process_end", item.scan)
+                _record_failure(result, progress, item.scan, stage, exc)
             else:
-                result.successes.append(summary)
-                if progress:
-                    progress("done", item.scan, summary)
+                write_slot.acquire()  # wait until the previous scan is written
+                to_write.put(computed)
+                del computed
             finally:
                 item.data = item.cal = None
-                mark("process_end", item.scan)
                 release()
+            collect()
+        to_write.put(None)
+        threads[1].join()
+        collect()
     except BaseException:
         stop.set()
         permits.release()
+        to_write.put(None)
         raise
-    thread.join()
+    threads[0].join()
+
+
+def _record_failure(result: PipelineResult, progress: ProgressCallback | None, scan: int,
+                    stage: str, exc: CalibrationError) -> None:
+    failure = _failure(scan, stage, exc)
+    result.failures.append(failure)
+    log.warning("scan %d failed in stage %s: %s", scan, stage, exc)
+    if progress:
+        progress("failed", scan, failure)
 
 
 def calibrate_single_scan(store: str | Path, scan: int, out: str | Path,

@@ -64,6 +64,10 @@ class AtmosphereResult:
     table_model: str
     table_digest: str
     message: str = ""  # why a fallback was used
+    # QA diagnostic (calpipe.qa.atmosphere_fit_diagnostic): pixel-averaged S_obs and S_mod at
+    # the final pwv, [C, K] per OFF subscan (K); stored in L1 as atm_fit_observed/model_k
+    fit_observed_k: np.ndarray | None = None
+    fit_model_k: np.ndarray | None = None
 
     def check(self) -> None:
         if self.tr_signal.shape != self.tr_image.shape:
@@ -89,73 +93,69 @@ def airmass(elevation_rad: np.ndarray | float) -> np.ndarray:
     return 1.0 / np.sin(np.asarray(elevation_rad, dtype=np.float64))
 
 
-def _sky_one(nu: np.ndarray, tau: np.ndarray, t_atm: np.ndarray, a: np.ndarray,
-             t_amb: np.ndarray, sky: SkyInputs) -> np.ndarray:
-    """T_sky[C, K] for zenith tau[C], T_atm[C or C,K], airmass a[K], T_amb[K]."""
-    t = np.exp(-tau[:, None] * a[None, :])
-    j_atm = rj_brightness(nu[:, None], t_atm, sky.constants)
-    j_cmb = rj_brightness(nu, sky.t_cmb, sky.constants)[:, None]
-    j_amb = rj_brightness(nu[:, None], t_amb[None, :], sky.constants)
-    return sky.f_eff * (j_atm * (1.0 - t) + j_cmb * t) + (1.0 - sky.f_eff) * j_amb
+class _Sideband:
+    """Per-sideband constants of the sky model: J(T_cmb) [C], J(T_amb) [C, K], airmass [K]."""
 
+    def __init__(self, nu: np.ndarray, slab: Slab, weight: float, a: np.ndarray,
+                 t_amb: np.ndarray, sky: SkyInputs, use_model_t_atm: bool):
+        self.nu, self.slab, self.weight, self.a, self.sky = nu, slab, weight, a, sky
+        self.j_cmb = rj_brightness(nu, sky.t_cmb, sky.constants)[:, None]
+        self.j_amb = rj_brightness(nu[:, None], t_amb[None, :], sky.constants)
+        self.use_model = use_model_t_atm
+        self.t_amb = t_amb
 
-def _sky_one_dp(nu: np.ndarray, tau: np.ndarray, t_atm: np.ndarray, dtau: np.ndarray,
-                dt_atm: np.ndarray | None, a: np.ndarray, sky: SkyInputs) -> np.ndarray:
-    """d T_sky / d pwv [C, K]."""
-    t = np.exp(-tau[:, None] * a[None, :])
-    j_atm = rj_brightness(nu[:, None], t_atm, sky.constants)
-    j_cmb = rj_brightness(nu, sky.t_cmb, sky.constants)[:, None]
-    d = (j_atm - j_cmb) * a[None, :] * t * dtau[:, None]
-    if dt_atm is not None:
-        d = d + (1.0 - t) * rj_brightness_dt(nu[:, None], t_atm, sky.constants) * dt_atm[:, None]
-    return sky.f_eff * d
+    def _j_atm(self, t_atm: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """J(T_atm) as [C, 1] (model) or [C, K] (ambient), and T_atm itself when modelled."""
+        if self.use_model and t_atm is not None:
+            return rj_brightness(self.nu, t_atm, self.sky.constants)[:, None], t_atm
+        return self.j_amb, None
+
+    def tsky(self, pwv: float) -> np.ndarray:
+        """T_sky [C, K] = f_eff [J(T_atm)(1 - t) + J(T_cmb) t] + (1 - f_eff) J(T_amb)."""
+        tau, t_atm = self.slab.evaluate(pwv)
+        t = np.exp(-tau[:, None] * self.a[None, :])
+        j_atm, _ = self._j_atm(t_atm)
+        f = self.sky.f_eff
+        return f * (j_atm + (self.j_cmb - j_atm) * t) + (1.0 - f) * self.j_amb
+
+    def tsky_dp(self, pwv: float) -> np.ndarray:
+        """d T_sky / d pwv [C, K]."""
+        tau, t_atm = self.slab.evaluate(pwv)
+        dtau, dt_atm = self.slab.derivative(pwv)
+        t = np.exp(-tau[:, None] * self.a[None, :])
+        j_atm, t_model = self._j_atm(t_atm)
+        d = (j_atm - self.j_cmb) * self.a[None, :] * t * dtau[:, None]
+        if t_model is not None and dt_atm is not None:
+            djdt = rj_brightness_dt(self.nu, t_model, self.sky.constants)
+            d = d + (1.0 - t) * (djdt * dt_atm)[:, None]
+        return self.sky.f_eff * d
 
 
 class SkyModel:
-    """T'_sky(pwv) at a set of elevations, from two slabs (signal, image)."""
+    """T'_sky(pwv) [C, K] at the elevations of K subscans, from two slabs (signal, image)."""
 
     def __init__(self, sky: SkyInputs, slab_sig: Slab, slab_img: Slab,
                  elevation: np.ndarray, t_amb: np.ndarray, use_model_t_atm: bool):
         self.sky = sky
-        self.slab_sig = slab_sig
-        self.slab_img = slab_img
-        self.a = airmass(elevation)
-        self.t_amb = np.asarray(t_amb, dtype=np.float64)
-        self.use_model_t_atm = use_model_t_atm
+        a = airmass(elevation)
+        t_amb = np.asarray(t_amb, dtype=np.float64)
+        self.sidebands = [
+            _Sideband(nu, slab, w, a, t_amb, sky, use_model_t_atm)
+            for nu, slab, w in ((sky.nu_sig, slab_sig, sky.w_s),
+                                (sky.nu_img, slab_img, 1.0 - sky.w_s))
+            if w > 0
+        ]
         lo = max(slab_sig.pwv_range[0], slab_img.pwv_range[0])
         hi = min(slab_sig.pwv_range[1], slab_img.pwv_range[1])
         self.pwv_range = (lo, hi)
 
-    def _t_atm(self, t_atm: np.ndarray | None) -> tuple[np.ndarray, bool]:
-        if self.use_model_t_atm and t_atm is not None:
-            return t_atm[:, None], True
-        return np.broadcast_to(self.t_amb[None, :], (self.sky.nu_sig.size, self.a.size)), False
-
     def tsky_eff(self, pwv: float) -> np.ndarray:
-        """T'_sky[C, K]."""
-        out = np.zeros((self.sky.nu_sig.size, self.a.size))
-        for nu, slab, w in ((self.sky.nu_sig, self.slab_sig, self.sky.w_s),
-                            (self.sky.nu_img, self.slab_img, 1.0 - self.sky.w_s)):
-            if w == 0:
-                continue
-            tau, t_atm = slab.evaluate(pwv)
-            ta, _ = self._t_atm(t_atm)
-            out += w * _sky_one(nu, tau, ta, self.a, self.t_amb, self.sky)
-        return out
+        """T'_sky[C, K] = w_s T_sky(nu_sig) + w_i T_sky(nu_img)."""
+        return sum(sb.weight * sb.tsky(pwv) for sb in self.sidebands)  # type: ignore[return-value]
 
     def tsky_eff_dp(self, pwv: float) -> np.ndarray:
         """d T'_sky / d pwv [C, K]."""
-        out = np.zeros((self.sky.nu_sig.size, self.a.size))
-        for nu, slab, w in ((self.sky.nu_sig, self.slab_sig, self.sky.w_s),
-                            (self.sky.nu_img, self.slab_img, 1.0 - self.sky.w_s)):
-            if w == 0:
-                continue
-            tau, t_atm = slab.evaluate(pwv)
-            dtau, dt_atm = slab.derivative(pwv)
-            ta, from_model = self._t_atm(t_atm)
-            out += w * _sky_one_dp(nu, tau, ta, dtau, dt_atm if from_model else None,
-                                   self.a, self.sky)
-        return out
+        return sum(sb.weight * sb.tsky_dp(pwv) for sb in self.sidebands)  # type: ignore[return-value]
 
 
 def fit_pwv(

@@ -14,6 +14,7 @@ import numpy as np
 
 from calpipe.errors import BadLoadError, MissingLoadError
 from calpipe.physics.radiometry import PhysicsConstants, sideband_weighted
+from calpipe.physics.stats import mean_from, sum_count_over_dumps
 
 HOT_MODES = ("HOT",)
 COLD_MODES = ("COLD", "COL")
@@ -75,10 +76,12 @@ class CalibrationLoadFull:
         for name in ("c_hot", "c_cold", "gamma", "t_rec_dsb", "t_rec", "bad_channel"):
             arr = getattr(self, name)
             if arr.ndim != 3 or arr.shape[0] != c:
-                raise ValueError(f"CalibrationLoadFull.{name}: shape {arr.shape}, expected [C={c}, R, A]")
+                raise ValueError(f"CalibrationLoadFull.{name}: shape {arr.shape}, "
+                                 f"expected [C={c}, R, A]")
 
 
-def average_subscans(counts: np.ndarray, sobsmode: np.ndarray, modes: tuple[str, ...]) -> np.ndarray:
+def average_subscans(counts: np.ndarray, sobsmode: np.ndarray, modes: tuple[str, ...]
+                     ) -> np.ndarray:
     """NaN-aware mean over the dumps of every subscan whose sobsmode is in ``modes``.
 
     counts [C, D, R, A, S] -> [C, R, A]; all-NaN stays NaN. Accumulates one subscan at a time
@@ -87,12 +90,10 @@ def average_subscans(counts: np.ndarray, sobsmode: np.ndarray, modes: tuple[str,
     total = np.zeros(counts.shape[:1] + counts.shape[2:4])
     n = np.zeros(total.shape, dtype=np.int64)
     for s in np.flatnonzero(np.isin(sobsmode, modes)).tolist():
-        block = counts[..., s]
-        finite = np.isfinite(block)
-        n += finite.sum(axis=1)
-        total += np.where(finite, block, 0.0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+        block_sum, block_n = sum_count_over_dumps(counts[..., s])
+        total += block_sum
+        n += block_n
+    return mean_from(total, n)
 
 
 def _boxcar_max(diff: np.ndarray, width: int) -> np.ndarray:

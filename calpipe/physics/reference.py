@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from calpipe.errors import MetadataError, NoReferenceError
+from calpipe.physics.stats import mean_from, sum_count_over_dumps
 
 ON_MODES = ("ON", "OTF-ON")
 OFF_MODES = ("OFF", "OTF-OFF")
@@ -63,12 +64,7 @@ def mean_over_dumps(counts: np.ndarray, index: np.ndarray) -> np.ndarray:
     """NaN-aware dump average of the selected subscans: [C, D, R, A, S] -> [C, R, A, n]."""
     out = np.empty(counts.shape[:1] + counts.shape[2:4] + (index.size,), dtype=np.float64)
     for k, s in enumerate(index.tolist()):  # one OFF at a time bounds the temporaries
-        block = counts[..., s]
-        finite = np.isfinite(block)
-        n = finite.sum(axis=1)
-        total = np.where(finite, block, 0.0).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[..., k] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+        out[..., k] = mean_from(*sum_count_over_dumps(counts[..., s]))
     return out
 
 
