@@ -48,3 +48,127 @@ def make_session(path: str | Path, table: AtmosphereTable | None = None,
     simulate_session(path, small_config(**changes), table=table or analytic_table(),
                      overwrite=True)
     return path
+
+
+# -- fault injection: break a valid session in one way ----------------------------------------
+# Each breaker takes the store path, the scan number and the array path inside the scan group
+# (e.g. "source/mjd", "calibration/data_5d"), changes exactly that, and returns nothing (or
+# the files it touched). They work on Zarr v3 and v2 stores; copy the session first
+# (``copy_session``) when the pristine one is shared between tests.
+
+_METADATA_FILES = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
+
+
+def copy_session(src: str | Path, dst: str | Path) -> Path:
+    """Copy a session store (a directory) to ``dst`` and return ``dst``."""
+    import shutil
+
+    dst = Path(dst)
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _scan_group(store: str | Path, scan: int) -> Any:
+    import zarr
+
+    from calpipe.l0 import scan_group_name
+
+    return zarr.open_group(str(store), mode="r+", path=scan_group_name(scan))
+
+
+def _split(path: str) -> tuple[str, str]:
+    parent, _, name = path.strip("/").rpartition("/")
+    return parent, name
+
+
+def delete_array(store: str | Path, scan: int, path: str) -> None:
+    """Remove the array (or group) ``path`` of scan ``scan``, e.g. ``"source/mjd"``."""
+    group = _scan_group(store, scan)
+    del group[path.strip("/")]
+
+
+def replace_array(store: str | Path, scan: int, path: str, values: Any,
+                  dtype: Any = None) -> None:
+    """Overwrite array ``path`` of scan ``scan`` with ``values`` (any shape and dtype).
+
+    ``dtype`` defaults to the dtype of ``values``; strings (numpy ``U``/``O``) are stored as
+    a zarr string array. The array need not exist before.
+    """
+    parent, name = _split(path)
+    group = _scan_group(store, scan)
+    if parent:
+        group = group[parent]
+    values = np.asarray(values)
+    if values.dtype.kind in "OUS":
+        arr = group.create_array(name, shape=values.shape, dtype=str, overwrite=True)
+        arr[...] = values.astype(object)
+        return
+    dtype = np.dtype(dtype or values.dtype)
+    arr = group.create_array(name, shape=values.shape, dtype=dtype, overwrite=True)
+    arr[...] = values.astype(dtype)
+
+
+def read_array(store: str | Path, scan: int, path: str) -> np.ndarray:
+    """The stored values of array ``path`` of scan ``scan``, as zarr returns them."""
+    import zarr
+
+    from calpipe.l0 import scan_group_name
+
+    root = zarr.open_group(str(store), mode="r")
+    return np.asarray(root[f"{scan_group_name(scan)}/{path.strip('/')}"][...])
+
+
+def array_dir(store: str | Path, scan: int, path: str) -> Path:
+    """Directory of array (or group) ``path`` of scan ``scan`` in a local store."""
+    from calpipe.l0 import scan_group_name
+
+    return Path(store) / scan_group_name(scan) / path.strip("/")
+
+
+def chunk_files(store: str | Path, scan: int, path: str) -> list[Path]:
+    """The chunk files of an array, sorted: ``c/...`` (v3 default keys) or ``0.0...`` (v2)."""
+    adir = array_dir(store, scan, path)
+    if (adir / "c").is_dir():
+        return sorted(p for p in (adir / "c").rglob("*") if p.is_file())
+    return sorted(p for p in adir.iterdir() if p.is_file() and p.name not in _METADATA_FILES)
+
+
+def truncate_chunk(store: str | Path, scan: int, path: str, index: int = 0,
+                   keep: float = 0.5) -> Path:
+    """Cut chunk file number ``index`` (see ``chunk_files``) to ``keep`` of its size."""
+    chunk = chunk_files(store, scan, path)[index]
+    data = chunk.read_bytes()
+    chunk.write_bytes(data[: int(len(data) * keep)])
+    return chunk
+
+
+def delete_chunk(store: str | Path, scan: int, path: str, index: int = 0) -> Path:
+    """Delete chunk file number ``index`` (see ``chunk_files``) of an array."""
+    chunk = chunk_files(store, scan, path)[index]
+    chunk.unlink()
+    return chunk
+
+
+def corrupt_metadata(store: str | Path, scan: int | None = None, path: str = "",
+                     text: str = "{ this is not JSON") -> Path:
+    """Overwrite the zarr metadata file of the store root (``scan=None``), a scan group
+    (``path=""``) or an array/group inside a scan with ``text``; returns the file.
+    """
+    from calpipe.l0 import scan_group_name
+
+    node = Path(store)
+    if scan is not None:
+        node = node / scan_group_name(scan) / path.strip("/")
+    for name in ("zarr.json", ".zarray", ".zgroup"):
+        meta = node / name
+        if meta.exists():
+            meta.write_text(text)
+            return meta
+    raise FileNotFoundError(f"no zarr metadata file in {node}")
+
+
+def add_group(store: str | Path, name: str) -> None:
+    """Create an (empty) group ``name`` at the store root, e.g. ``"notes"`` or ``"scan_12a"``."""
+    import zarr
+
+    zarr.open_group(str(store), mode="r+").create_group(name)
