@@ -114,7 +114,7 @@ class ScanData:
     pixel_offset_lat: np.ndarray  # [R, A, S] deg
     frontend_backends: np.ndarray  # [S] str
     has_own_calibration: bool
-    content_digest: str = ""  # blake2b of the raw counts and subscan metadata
+    content_digest: str = ""  # sha1 of the raw counts and subscan metadata
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -195,7 +195,7 @@ class Session:
         if not _has_member(group, "source"):
             raise L0FormatError("scan has no source/ group (calibration-only)", scan=scan)
         src = _subgroup(group, "source", scan)
-        digest = hashlib.blake2b(digest_size=16)
+        digest = _content_hash()
         counts = _read_counts(src, scan, "source", digest)
         c, d, r, a, s = counts.shape
         meta = _read_metadata(src, scan, "source", s, SOURCE_MODES)
@@ -261,7 +261,7 @@ class Session:
         cal_scan = self.calibration_scan_for(scan, lloadsn)
         group = _subgroup(self._group(cal_scan), "calibration", scan)
         where = "calibration" if cal_scan == scan else f"calibration (of scan {cal_scan})"
-        digest = hashlib.blake2b(digest_size=16)
+        digest = _content_hash()
         counts = _read_counts(group, scan, where, digest)
         s = counts.shape[4]
         meta = _read_metadata(group, scan, where, s, CALIBRATION_MODES, frequencies_required=False)
@@ -400,6 +400,12 @@ def _read_counts(group: Any, scan: int, where: str, digest: Any = None) -> np.nd
         np.copyto(out[..., s], raw, casting="unsafe")
         out[..., s][raw == FILL_VALUE] = np.nan
     return out
+
+
+def _content_hash() -> Any:
+    """The hash behind content digests: sha1 (identification, not security; 2-7x faster
+    than blake2b/sha256 here, and it runs over every raw byte)."""
+    return hashlib.sha1(usedforsecurity=False)
 
 
 def _digest_metadata(digest: Any, meta: SubscanMetadata) -> None:
