@@ -52,20 +52,25 @@ def calibrate_full(
     flags = np.empty((n_c, n_d, n_r, n_a, n_on), dtype=np.uint16)
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = 1.0 / (gamma[..., None] * (w_s * f_eff) * tr_signal)  # F [C, R, A, S_on]
+        scale[np.broadcast_to(bad_channel[..., None], scale.shape)] = np.nan
         t_sys = c_ref * scale
-        t_sys = np.where(bad_channel[..., None] | ~np.isfinite(t_sys), np.nan, t_sys)
+        t_sys[~np.isfinite(t_sys)] = np.nan
         weight = abs(freq_res_hz) * exptime_on[None, None, None, :] / t_sys**2
-    static = np.where(bad_channel, fl.BAD_CHANNEL, 0).astype(np.uint16)[:, None, :, :, None]
+    # BAD_CHANNEL: the loads' rule, or a factor F that is not finite (e.g. tr_s underflow)
+    unusable = ~np.isfinite(scale)
+    scale[unusable] = np.nan
+    static = np.where(unusable, fl.BAD_CHANNEL, 0).astype(np.uint16)[:, None]
     ref_missing = ~np.isfinite(c_ref)[:, None]  # [C, 1, R, A, S_on]
     for c0 in range(0, n_c, channel_block):
         sl = slice(c0, min(c0 + channel_block, n_c))
         on = counts[sl][..., on_index]  # [c, D, R, A, S_on] (a copy of this block only)
-        fill = ~np.isfinite(on) | ref_missing[sl]
-        f = static[sl] | np.where(fill, fl.FILL_VALUE, 0).astype(np.uint16)
-        ta = (on - c_ref[sl][:, None]) * scale[sl][:, None]
-        ta[(f & fl.BLANKING) != 0] = np.nan
-        spectra[sl] = ta
-        flags[sl] = f
+        fill = np.isnan(on)
+        fill |= ref_missing[sl]
+        np.bitwise_or(static[sl], fill.astype(np.uint16) * np.uint16(fl.FILL_VALUE),
+                      out=flags[sl])
+        # NaN propagates: a missing ON sample, a missing reference or a bad channel (F = NaN)
+        np.subtract(on, c_ref[sl][:, None], out=on)
+        np.multiply(on, scale[sl][:, None], out=spectra[sl], casting="same_kind")
     return CalibratedArrays(
         spectra=spectra,
         flags=flags,
