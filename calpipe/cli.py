@@ -147,9 +147,12 @@ def _cmd_calibrate(ns: argparse.Namespace) -> int:
 
         result = calibrate_store(ns.session, ns.output, config, scans=scans, progress=progress)
     if ns.quicklook:
-        from calpipe.quicklook import quicklook_store
+        from calpipe.quicklook import default_quicklook_dir, quicklook_store
 
-        quicklook_store(ns.output)
+        pngs = quicklook_store(ns.output)
+        if not ns.quiet:
+            print(f"wrote {len(pngs)} quick-look(s) to {default_quicklook_dir(ns.output)}",
+                  file=sys.stderr)
     if not ns.quiet:
         _print_summary(result, ns.output)
     if ns.json:
@@ -179,6 +182,19 @@ def _print_summary(result: Any, out: Path) -> None:
         console.print(f"{n_fail} of {n_all} scans failed, see {Path(out) / 'failures.json'}")
     else:
         console.print(f"all {n_all} scans calibrated")
+
+
+# -- report (issue 8, calpipe.report) ---------------------------------------------------------
+
+def _cmd_report(ns: argparse.Namespace) -> int:
+    from calpipe.report import default_report_path, write_report
+
+    out = ns.output or default_report_path(ns.store)
+    write_report(ns.store, out, failures=ns.failures, summary=ns.summary,
+                 embed_quicklooks=ns.quicklooks)
+    if not ns.quiet:
+        print(f"wrote {out}")
+    return 0
 
 
 # -- atm-table --------------------------------------------------------------------------------
@@ -265,6 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON line with the result")
     _add_calibration_options(p)
     p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("report", help="write a self-contained HTML campaign report",
+                       description="Summary of an L1 store (pwv, T_sys, T_rec versus time and "
+                                   "scan, every scan and failure, QA metrics) as one HTML "
+                                   "file with embedded plots; see docs/qa.md.")
+    p.add_argument("store", type=Path, help="L1 store (OUT.zarr)")
+    p.add_argument("-o", "--output", type=Path,
+                   help="HTML file to write [OUT_report.html next to OUT.zarr]")
+    p.add_argument("--failures", type=Path, help="failures.json [OUT.zarr/failures.json]")
+    p.add_argument("--summary", type=Path, help="run_summary.json [OUT.zarr/run_summary.json]")
+    p.add_argument("--quicklooks", action="store_true",
+                   help="also embed every scan's quick-look (large)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("atm-table", help="build or describe an atmosphere table",
                        description="calpipe atm-table build OUT.npz [options] | "

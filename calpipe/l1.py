@@ -50,6 +50,8 @@ DIMS: dict[str, tuple[str, ...]] = {
     "exptime": ("S_on",),
     "pixel_offset_lon": ("R", "A", "S_on"),
     "pixel_offset_lat": ("R", "A", "S_on"),
+    "atm_fit_observed_k": ("C", "S_off"),
+    "atm_fit_model_k": ("C", "S_off"),
 }
 PER_PIXEL_DIMS = {
     "tau_signal": ("C", "R", "A"),
@@ -62,7 +64,7 @@ UNITS = {
     "tau_signal": "neper", "tau_image": "neper", "frequency_signal": "Hz",
     "frequency_image": "Hz", "mjd": "d", "otf_lon": "deg", "otf_lat": "deg",
     "elevation": "rad", "azimuth": "rad", "exptime": "s", "pixel_offset_lon": "deg",
-    "pixel_offset_lat": "deg",
+    "pixel_offset_lat": "deg", "atm_fit_observed_k": "K", "atm_fit_model_k": "K",
 }
 CHUNK_BYTES = 8 << 20
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from calpipe import qa
 from calpipe.atmosphere.table import AtmosphereTable
 from calpipe.config import CalibrationConfig, InstrumentParameters
 from calpipe.errors import AtmosphereError, CalibrationError, MetadataError
@@ -173,6 +174,8 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
             pwv = np.full((rp, ap), float(config.pwv_fallback_mm))
             rms = np.full((rp, ap), residual_rms(model, s_obs, weight, load.t_hot_eff,
                                                  float(config.pwv_fallback_mm)))
+    # QA (issue 8): compact fit diagnostic for the quick-look, stored in L1
+    fit_obs, fit_mod = qa.atmosphere_fit_diagnostic(model, s_obs, weight, load.t_hot_eff, pwv)
     try:
         tau_s, tr_s = transmissions(slab_sig, pwv, geometry.elevation[on])
         tau_i, tr_i = transmissions(slab_img, pwv, geometry.elevation[on])
@@ -184,7 +187,8 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
         residual_rms_k=rms, converged=bool(converged), n_channels=n_used,
         n_iterations=int(iterations), pressure_hpa=pressure_hpa,
         t_atm_source="model" if use_model else "ambient", table_model=table.model,
-        table_digest=table.digest, message=message,
+        table_digest=table.digest, message=message, fit_observed_k=fit_obs,
+        fit_model_k=fit_mod,
     )
     result.check()
     return result
@@ -216,6 +220,8 @@ class CalibrationResult:
     exptime: np.ndarray
     pixel_offset_lon: np.ndarray  # [R, A, S_on] f8
     pixel_offset_lat: np.ndarray
+    atm_fit_observed_k: np.ndarray  # [C, S_off] f4: pixel-averaged S_obs per OFF (calpipe.qa)
+    atm_fit_model_k: np.ndarray  # [C, S_off] f4: S_mod at the fitted pwv
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -232,6 +238,9 @@ class CalibrationResult:
             "pixel_offset_lon": ((r, a, s), np.float64),
             "pixel_offset_lat": ((r, a, s), np.float64),
         }
+        k = self.atm_fit_observed_k.shape[-1] if self.atm_fit_observed_k.ndim == 2 else -1
+        expect["atm_fit_observed_k"] = ((c, k), np.float32)
+        expect["atm_fit_model_k"] = ((c, k), np.float32)
         per_pixel = self.tau_signal.ndim == 3
         tau_shape = (c, r, a) if per_pixel else (c,)
         tr_shape = (c, r, a, s) if per_pixel else (c, s)
@@ -269,6 +278,12 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         return (a[:, 0, 0] if squeeze else a).astype(np.float32)
 
     attrs = _scan_attrs(scan, load, prepared, atm, arrays.t_sys)
+    # QA (issue 8, calpipe.qa): sets TSYS_OUTLIER in arrays.flags, metrics -> attrs["qa"]
+    attrs["qa"].update(qa.assess_scan(arrays.spectra, arrays.flags, arrays.t_sys,
+                                      arrays.weight, atm.residual_rms_k))
+    no_fit = np.full((arrays.t_sys.shape[0], prepared.off_index.size), np.nan)
+    fit_obs = no_fit if atm.fit_observed_k is None else atm.fit_observed_k
+    fit_mod = no_fit if atm.fit_model_k is None else atm.fit_model_k
     return CalibrationResult(
         scan=scan.scan, mode=prepared.mode, spectra=arrays.spectra, flags=arrays.flags,
         t_sys=arrays.t_sys, weight=arrays.weight, t_rec=load.t_rec.astype(np.float32),
@@ -282,6 +297,8 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         exptime=m.exptime[on].astype(np.float32),
         pixel_offset_lon=scan.pixel_offset_lon[..., on].astype(np.float64),
         pixel_offset_lat=scan.pixel_offset_lat[..., on].astype(np.float64),
+        atm_fit_observed_k=np.asarray(fit_obs, dtype=np.float32),
+        atm_fit_model_k=np.asarray(fit_mod, dtype=np.float32),
         attrs=attrs,
     )
 
@@ -300,6 +317,20 @@ def _median_per_pixel(values: np.ndarray) -> list[list[float | None]]:
     return out
 
 
+def _optional_number(scan: ScanData, name: str) -> float | None:
+    """A numeric scan attribute, None when absent. Issue 6: a non-numeric value (e.g. a
+    string) used to raise a bare ValueError from float(), which stopped the whole run; it is
+    a per-scan data problem."""
+    raw = scan.attrs.get(name)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise MetadataError(f"scan attribute '{name}' = {str(raw)[:80]!r} is not a number",
+                            scan=scan.scan, array=f"attrs/{name}") from None
+
+
 def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
                 atm: AtmosphereResult, t_sys: np.ndarray) -> dict[str, Any]:
     a = scan.attrs
@@ -309,7 +340,7 @@ def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedDat
         "source": str(a.get("source", "")),
         "mode": prepared.mode,
         "line": str(a.get("line", "")),
-        "rest_freq_hz": float(a["rest_freq_hz"]) if "rest_freq_hz" in a else None,
+        "rest_freq_hz": _optional_number(scan, "rest_freq_hz"),
         "telescope": str(a.get("telescope", "")),
         "date_obs": str(a.get("date_obs", "")),
         "pwv_mm": float(pwv[0, 0]) if not atm.per_pixel else pwv.tolist(),

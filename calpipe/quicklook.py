@@ -1,0 +1,377 @@
+"""Per-scan quick-look PNG of an L1 scan group (issue 8; docs/qa.md).
+
+Six panels, rendered headless (matplotlib Agg, no pyplot state, so safe in threads and cluster
+jobs): T_sys and T_rec spectra per pixel; the pwv fit (observed vs model sky-minus-hot per OFF,
+with residuals, from the L1 arrays ``atm_fit_observed_k`` / ``atm_fit_model_k``); a waterfall
+of T_A* over dumps (OTF) or the averaged spectrum per pixel (TP); the flagged fraction per
+channel and pixel; and the QA summary of the scan attributes.
+
+Everything comes from the L1 store alone (no L0 store, no atmosphere table). Big arrays are
+read one ON subscan at a time.
+
+Entry points: :func:`quicklook_scan` (one scan -> one PNG, for a Snakemake rule),
+:func:`quicklook_store` (every scan of a store; ``calpipe calibrate --quicklook``) and
+:func:`render_scan` (PNG bytes, used by the HTML report).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calpipe.errors import CalpipeError
+from calpipe.physics import flags as fl
+
+log = logging.getLogger(__name__)
+
+#: figure size (inches) and resolution: every quick-look is 1400 x 1200 pixels
+FIGSIZE = (14.0, 12.0)
+DPI = 100
+SIZE_PX = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))  # (width, height)
+#: at most this many channel columns / dump rows in the waterfall and flag images
+MAX_IMAGE_CHANNELS = 1024
+MAX_IMAGE_ROWS = 600
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def default_quicklook_dir(l1_store: str | Path) -> Path:
+    """``OUT.zarr`` -> ``OUT_quicklook/`` next to the store."""
+    store = Path(l1_store)
+    return store.parent / f"{store.stem}_quicklook"
+
+
+def quicklook_path(out_dir: str | Path, scan: int) -> Path:
+    """PNG path of a scan: ``<out_dir>/scan_NNNNNN.png``."""
+    from calpipe.l0 import scan_group_name
+
+    return Path(out_dir) / f"{scan_group_name(scan)}.png"
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+def _open_group(l1_store: str | Path, scan: int) -> Any:
+    import zarr
+
+    from calpipe.l0 import scan_group_name
+
+    path = Path(l1_store) / scan_group_name(scan)
+    if not (path / "zarr.json").exists():
+        raise CalpipeError(f"L1 store {l1_store} has no complete group for scan {scan}")
+    return zarr.open_group(str(path), mode="r")
+
+
+def _bin_channels(x: np.ndarray, n_max: int) -> np.ndarray:
+    """NaN-mean of groups of channels along axis 0 so that at most ``n_max`` remain."""
+    n_c = x.shape[0]
+    k = int(np.ceil(n_c / n_max))
+    if k <= 1:
+        return x
+    pad = (-n_c) % k
+    if pad:
+        x = np.concatenate([x, np.full((pad, *x.shape[1:]), np.nan)], axis=0)
+    with _quiet():
+        return np.nanmean(x.reshape(-1, k, *x.shape[1:]), axis=1)
+
+
+def _read_scan(group: Any) -> dict[str, Any]:
+    """The small arrays plus per-subscan reductions of spectra and flags."""
+    small = ("t_sys", "t_rec", "frequency_signal", "mjd")
+    data: dict[str, Any] = {name: np.asarray(group[name][...]) for name in small}
+    names = set(group.array_keys())
+    for name in ("atm_fit_observed_k", "atm_fit_model_k"):
+        data[name] = np.asarray(group[name][...]) if name in names else None
+    spectra, flags = group["spectra"], group["flags"]
+    n_c, n_d, n_r, n_a, n_s = spectra.shape
+    mean_pix_rows = []  # pixel-mean T_A* per dump: [C, D] per subscan
+    sum_spec = np.zeros((n_c, n_r, n_a))
+    cnt_spec = np.zeros((n_c, n_r, n_a))
+    flag_frac = np.zeros((n_c, n_r, n_a))
+    outlier = np.zeros((n_r, n_a), dtype=bool)
+    for s in range(n_s):
+        x = np.asarray(spectra[..., s], dtype=np.float64)  # [C, D, R, A]
+        f = np.asarray(flags[..., s])
+        ok = np.isfinite(x)
+        with _quiet():
+            mean_pix_rows.append(np.nanmean(x, axis=(2, 3)))
+        sum_spec += np.where(ok, x, 0.0).sum(axis=1)
+        cnt_spec += ok.sum(axis=1)
+        flag_frac += ((f & np.uint16(~fl.TSYS_OUTLIER & 0xFFFF)) != 0).mean(axis=1)
+        outlier |= ((f & np.uint16(fl.TSYS_OUTLIER)) != 0).any(axis=(0, 1))
+    with _quiet():
+        data["mean_spectrum"] = np.where(cnt_spec > 0, sum_spec / np.maximum(cnt_spec, 1),
+                                         np.nan)
+    data["waterfall"] = (np.concatenate(mean_pix_rows, axis=1) if mean_pix_rows
+                         else np.zeros((n_c, 0)))  # [C, D * S_on]
+    data["flag_fraction"] = flag_frac / max(n_s, 1)  # [C, R, A], TSYS_OUTLIER excluded
+    data["outlier_pixels"] = outlier
+    data["shape"] = (n_c, n_d, n_r, n_a, n_s)
+    data["attrs"] = dict(group.attrs)
+    return data
+
+
+# -- drawing ---------------------------------------------------------------------------------
+
+def _pixel_labels(n_r: int, n_a: int) -> list[str]:
+    return [f"r{r} a{a}" for r in range(n_r) for a in range(n_a)]
+
+
+def _robust_ylim(ax: Any, values: np.ndarray, low: float = 1.0, high: float = 99.0,
+                 pad: float = 0.15) -> None:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return
+    lo, hi = np.percentile(v, [low, high])
+    span = hi - lo if hi > lo else max(abs(hi), 1.0)
+    ax.set_ylim(lo - pad * span, hi + pad * span)
+
+
+def _spectra_panel(ax: Any, ghz: np.ndarray, values: np.ndarray, title: str, ylabel: str,
+                   outliers: np.ndarray | None = None) -> None:
+    """One line per pixel; values [C, R, A]."""
+    import matplotlib as mpl
+
+    n_r, n_a = values.shape[1:3]
+    colors = mpl.colormaps["tab10" if n_r * n_a <= 10 else "viridis"]
+    labels = _pixel_labels(n_r, n_a)
+    for i, (r, a) in enumerate((r, a) for r in range(n_r) for a in range(n_a)):
+        color = colors(i % 10) if n_r * n_a <= 10 else colors(i / max(n_r * n_a - 1, 1))
+        bad = outliers is not None and bool(outliers[r, a])
+        ax.plot(ghz, values[:, r, a], lw=0.8, color=color,
+                ls="--" if bad else "-", label=labels[i] + (" (outlier)" if bad else ""))
+    _robust_ylim(ax, values)
+    ax.set_title(title)
+    ax.set_xlabel("signal frequency (GHz)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if n_r * n_a <= 16:
+        ax.legend(fontsize=7, ncol=4, loc="upper right", framealpha=0.8)
+
+
+def _fit_panel(fig: Any, spec: Any, ghz: np.ndarray, data: dict[str, Any]) -> None:
+    """Observed vs model sky-minus-hot per OFF, and residuals underneath."""
+    sub = spec.subgridspec(2, 1, height_ratios=(3, 1), hspace=0.05)
+    ax = fig.add_subplot(sub[0])
+    axr = fig.add_subplot(sub[1], sharex=ax)
+    obs, mod = data["atm_fit_observed_k"], data["atm_fit_model_k"]
+    fit = data["attrs"].get("atmosphere_fit", {})
+    pwv = data["attrs"].get("pwv_mm")
+    pwv_text = (f"{pwv:.3f} mm" if isinstance(pwv, int | float)
+                else "per pixel" if pwv is not None else "?")
+    ax.set_title(f"pwv {fit.get('method', '?')}: pwv {pwv_text}, residual rms "
+                 f"{_fmt(_max_finite(fit.get('residual_rms_k')), '.3f')} K")
+    if obs is None or mod is None or obs.size == 0:
+        ax.text(0.5, 0.5, "no fit diagnostic in this L1 group", ha="center", va="center",
+                transform=ax.transAxes)
+    else:
+        import matplotlib as mpl
+
+        colors = mpl.colormaps["tab10"]
+        off_index = data["attrs"].get("reference", {}).get("off_index", [])
+        for k in range(obs.shape[1]):
+            name = f"OFF {off_index[k]}" if k < len(off_index) else f"OFF {k}"
+            ax.plot(ghz, obs[:, k], lw=0.7, alpha=0.6, color=colors(k % 10),
+                    label=f"observed, {name}")
+            ax.plot(ghz, mod[:, k], lw=1.8, ls="--", color=_darker(colors(k % 10)), zorder=3,
+                    label=f"model, {name}")
+            axr.plot(ghz, obs[:, k] - mod[:, k], lw=0.7, color=colors(k % 10))
+        _robust_ylim(ax, np.concatenate([obs.ravel(), mod.ravel()]), 0.5, 99.5, 0.1)
+        _robust_ylim(axr, obs - mod, 1.0, 99.0, 0.3)
+        ax.legend(fontsize=7, ncol=2, loc="upper right", framealpha=0.8)
+    ax.set_ylabel("S = sky - hot (K)")
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelbottom=False)
+    axr.axhline(0.0, color="k", lw=0.6)
+    axr.set_ylabel("obs - model (K)")
+    axr.set_xlabel("signal frequency (GHz)")
+    axr.grid(alpha=0.3)
+
+
+def _data_panel(fig: Any, ax: Any, ghz: np.ndarray, data: dict[str, Any]) -> None:
+    """OTF: waterfall of pixel-mean T_A* over dumps; TP: averaged spectrum per pixel."""
+    attrs = data["attrs"]
+    n_c, n_d, n_r, n_a, n_s = data["shape"]
+    if attrs.get("mode") == "otf":
+        w = _bin_channels(data["waterfall"], MAX_IMAGE_CHANNELS)  # [C', rows]
+        rows = w.shape[1]
+        step = int(np.ceil(rows / MAX_IMAGE_ROWS))
+        if step > 1:
+            w = w[:, ::step]
+        finite = w[np.isfinite(w)]
+        vmin, vmax = (np.percentile(finite, [1, 99.5]) if finite.size else (0.0, 1.0))
+        im = ax.imshow(w.T, aspect="auto", origin="lower", interpolation="nearest",
+                       cmap="viridis", vmin=vmin, vmax=vmax,
+                       extent=(ghz[0], ghz[-1], -0.5, rows - 0.5))
+        for s in range(1, n_s):
+            ax.axhline(s * n_d - 0.5, color="w", lw=0.6, ls=":")
+        fig.colorbar(im, ax=ax, label="T_A* (K), mean over pixels", pad=0.01)
+        ax.set_ylabel(f"dump ({n_s} ON subscans x {n_d} dumps)")
+        ax.set_title("OTF waterfall: T_A* over dumps (mean over pixels)")
+    else:
+        _spectra_panel(ax, ghz, data["mean_spectrum"],
+                       f"TP: T_A* averaged over {n_d} dumps x {n_s} ON subscans",
+                       "T_A* (K)", data["outlier_pixels"])
+        mean_all = data["mean_spectrum"].reshape(n_c, -1)
+        with _quiet():
+            ax.plot(ghz, np.nanmean(mean_all, axis=1), color="k", lw=1.2, label="mean")
+    ax.set_xlabel("signal frequency (GHz)")
+
+
+def _flag_panel(fig: Any, ax: Any, ghz: np.ndarray, data: dict[str, Any]) -> None:
+    """Fraction of flagged samples per channel and pixel; TSYS_OUTLIER pixels marked."""
+    frac = data["flag_fraction"]  # [C, R, A]
+    n_c, n_r, n_a = frac.shape
+    img = _bin_channels(frac.reshape(n_c, n_r * n_a), MAX_IMAGE_CHANNELS)
+    im = ax.imshow(img.T, aspect="auto", origin="lower", interpolation="nearest",
+                   cmap="Reds", vmin=0.0, vmax=1.0,
+                   extent=(ghz[0], ghz[-1], -0.5, n_r * n_a - 0.5))
+    fig.colorbar(im, ax=ax, label="fraction of dumps flagged", pad=0.01)
+    labels = _pixel_labels(n_r, n_a)
+    outl = data["outlier_pixels"].reshape(-1)
+    if n_r * n_a <= 32:
+        ax.set_yticks(range(n_r * n_a))
+        ax.set_yticklabels([lab + (" TSYS!" if o else "") for lab, o in zip(labels, outl,
+                                                                             strict=True)],
+                           fontsize=7)
+        for tick, o in zip(ax.get_yticklabels(), outl, strict=True):
+            if o:
+                tick.set_color("red")
+    ax.set_ylabel("pixel")
+    n_bad = int((frac >= 1.0).any(axis=(1, 2)).sum())
+    ax.set_title(f"flagged samples: {n_bad} of {n_c} channels always flagged in some pixel\n"
+                 f"{int(outl.sum())} pixel(s) with TSYS_OUTLIER (red labels)")
+    ax.set_xlabel("signal frequency (GHz)   [flag bits 0-3 and 5-15]")
+
+
+def _darker(color: Any, factor: float = 0.6) -> tuple[float, float, float]:
+    r, g, b = color[:3]
+    return (r * factor, g * factor, b * factor)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return format(v, spec) if np.isfinite(v) else "n/a"
+
+
+def _max_finite(value: Any) -> float:
+    v = np.asarray(value if value is not None else np.nan, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.max()) if v.size else float("nan")
+
+
+def _median_finite(value: Any) -> float:
+    v = np.asarray([np.nan if x is None else x for x in np.ravel(
+        np.asarray(value if value is not None else np.nan, dtype=object))], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else float("nan")
+
+
+def _summary_panel(ax: Any, data: dict[str, Any]) -> None:
+    attrs = data["attrs"]
+    q = attrs.get("qa", {})
+    n_c, n_d, n_r, n_a, n_s = data["shape"]
+    lines = [
+        f"scan {attrs.get('scan_number')}   source {attrs.get('source', '') or '?'}   "
+        f"mode {attrs.get('mode', '?')}   line {attrs.get('line', '') or '?'}",
+        f"date {attrs.get('date_obs', '') or '?'}   telescope "
+        f"{attrs.get('telescope', '') or '?'}   loads from scan {attrs.get('calibration_scan')}",
+        f"shape: {n_c} channels x {n_d} dumps x {n_r}x{n_a} pixels x {n_s} ON subscans",
+        "",
+        f"median T_sys {_fmt(_median_finite(attrs.get('median_t_sys_k')), '.1f')} K   "
+        f"median T_rec {_fmt(_median_finite(attrs.get('median_t_rec_k')), '.1f')} K",
+        f"pwv-fit residual rms {_fmt(q.get('pwv_fit_residual_rms_k'), '.3f')} K",
+        f"flagged {_fmt(q.get('flagged_fraction'), '.2%')} of samples, blanked "
+        f"{_fmt(q.get('blanked_fraction'), '.2%')}, bad channels "
+        f"{_fmt(q.get('bad_channel_fraction'), '.2%')}",
+        f"T_sys outliers: {q.get('n_tsys_outliers', 'n/a')} spectra "
+        f"(factor {q.get('thresholds', {}).get('tsys_outlier_factor', '?')} from the scan "
+        f"median {_fmt(q.get('tsys_scan_median_k'), '.1f')} K)",
+        f"baseline rms {_fmt(q.get('baseline_rms_median_k'), '.4f')} K per dump "
+        f"= {_fmt(q.get('radiometer_ratio'), '.2f')} x radiometer noise",
+        f"line-free channels {q.get('line_free_channels', 'n/a')} (lines "
+        f"{q.get('line_channels', 'n/a')}, edges {q.get('edge_channels', 'n/a')})",
+        "",
+    ]
+    warns = q.get("warnings") or []
+    lines.append("QA warnings:" if warns else "QA warnings: none")
+    lines += [f"  - {w}" for w in warns[:6]]
+    ax.axis("off")
+    ax.set_title("QA summary (scan attributes, docs/qa.md)")
+    ax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=9.5,
+            transform=ax.transAxes, color="darkred" if warns else "black")
+
+
+def render_scan(l1_store: str | Path, scan: int) -> bytes:
+    """The quick-look of one scan as PNG bytes (SIZE_PX pixels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    data = _read_scan(_open_group(l1_store, scan))
+    attrs = data["attrs"]
+    ghz = data["frequency_signal"] / 1e9
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(3, 2)
+    with _quiet():
+        tsys = np.nanmedian(data["t_sys"], axis=3)  # [C, R, A] median over ON subscans
+    _spectra_panel(fig.add_subplot(grid[0, 0]), ghz, tsys,
+                   "T_sys per pixel (T_A* scale, median over ON subscans)", "T_sys (K)",
+                   data["outlier_pixels"])
+    _spectra_panel(fig.add_subplot(grid[0, 1]), ghz, data["t_rec"],
+                   "T_rec per pixel (SSB receiver temperature)", "T_rec (K)")
+    _fit_panel(fig, grid[1, 0], ghz, data)
+    _data_panel(fig, fig.add_subplot(grid[1, 1]), ghz, data)
+    _flag_panel(fig, fig.add_subplot(grid[2, 0]), ghz, data)
+    _summary_panel(fig.add_subplot(grid[2, 1]), data)
+    pwv = attrs.get("pwv_mm")
+    fig.suptitle(f"calpipe quick-look: scan {attrs.get('scan_number', scan)} "
+                 f"({attrs.get('mode', '?').upper()}, {attrs.get('source', '') or '?'}), "
+                 f"pwv {_fmt(pwv if isinstance(pwv, int | float) else np.nan, '.3f')} mm, "
+                 f"{attrs.get('date_obs', '')}", fontsize=14, fontweight="bold")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def quicklook_scan(l1_store: str | Path, scan: int, png_path: str | Path) -> Path:
+    """Write the quick-look PNG of one scan (atomically) and return its path."""
+    from calpipe.artifacts import atomic_write_bytes
+
+    png = render_scan(l1_store, scan)
+    path = Path(png_path)
+    atomic_write_bytes(path, lambda fh: fh.write(png))
+    path.chmod(0o644)  # mkstemp creates 0600; a picture is for sharing
+    log.info("quick-look of scan %d: %s", scan, path)
+    return path
+
+
+def quicklook_store(l1_store: str | Path, out_dir: str | Path | None = None,
+                    scans: Sequence[int] | None = None) -> list[Path]:
+    """Quick-looks of every (or the given) calibrated scan of an L1 store.
+
+    PNGs go to ``out_dir`` (default: ``OUT_quicklook/`` next to ``OUT.zarr``) as
+    ``scan_NNNNNN.png``; returns their paths.
+    """
+    from calpipe import l1
+
+    out = Path(out_dir) if out_dir is not None else default_quicklook_dir(l1_store)
+    todo = l1.list_scans(l1_store) if scans is None else list(scans)
+    paths = [quicklook_scan(l1_store, scan, quicklook_path(out, scan)) for scan in todo]
+    if paths:
+        log.info("wrote %d quick-look(s) to %s", len(paths), out)
+    return paths

@@ -1,0 +1,204 @@
+"""Quick-look PNGs and the HTML campaign report (issue 8)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from calpipe import cli, l1
+from calpipe.pipeline import calibrate_store
+from calpipe.quicklook import SIZE_PX, default_quicklook_dir, quicklook_scan, quicklook_store
+from calpipe.report import DPI, FIGSIZE, default_report_path, write_report
+from calpipe.testing import analytic_table, copy_session, read_array, replace_array
+
+BROKEN_SCAN = 1004  # every subscan set to "ON": NoReferenceError in stage prepare
+
+
+@pytest.fixture(scope="module")
+def campaign(small_session: Path, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[tuple[Path, Path]]:
+    """(L0 session with scan 1004 broken, its L1 store calibrated by calibrate_store)."""
+    root = tmp_path_factory.mktemp("quicklook")
+    session = copy_session(small_session, root / "session.zarr")
+    n_sub = read_array(session, BROKEN_SCAN, "source/sobsmode").shape[0]
+    replace_array(session, BROKEN_SCAN, "source/sobsmode", np.array(["ON"] * n_sub))
+    out = root / "l1.zarr"
+    result = calibrate_store(session, out, table=analytic_table())
+    assert [f.scan for f in result.failures] == [BROKEN_SCAN]
+    assert result.failures[0].error == "NoReferenceError"
+    yield session, out
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _is_nonempty_image(img: np.ndarray) -> bool:
+    rgb = img[..., :3].astype(np.float64)
+    rgb = rgb / 255.0 if rgb.max() > 1 else rgb
+    return float(rgb.std()) > 0.05 and float((rgb.mean(axis=-1) < 0.9).mean()) > 0.02
+
+
+def test_quicklook_store_writes_one_png_per_scan(campaign: tuple[Path, Path]) -> None:
+    import matplotlib.image as mpimg
+
+    _, out = campaign
+    paths = quicklook_store(out)
+    scans = l1.list_scans(out)
+    assert scans == [1001, 1002, 1005]
+    assert [p.name for p in paths] == [f"scan_{s:06d}.png" for s in scans]
+    assert all(p.parent == default_quicklook_dir(out) == out.parent / "l1_quicklook"
+               for p in paths)
+    for p in paths:
+        img = mpimg.imread(p)
+        assert img.shape[:2] == (SIZE_PX[1], SIZE_PX[0])  # rows, columns
+        assert _is_nonempty_image(img)
+
+
+def test_quicklook_reads_the_fit_diagnostic_from_l1(campaign: tuple[Path, Path]) -> None:
+    _, out = campaign
+    ds = l1.open_scan(out, 1002)
+    assert ds.atm_fit_observed_k.dims == ("C", "S_off")
+    assert ds.atm_fit_model_k.attrs["units"] == "K"
+    obs, mod = ds.atm_fit_observed_k.values, ds.atm_fit_model_k.values
+    assert obs.shape[1] == len(ds.attrs["reference"]["off_index"])
+    resid = obs - mod
+    assert np.isfinite(mod).all() and np.isfinite(obs).mean() > 0.9
+    # pixel-averaged residuals are no larger than the fit's residual rms over all samples
+    fit_rms = float(np.max(ds.attrs["atmosphere_fit"]["residual_rms_k"]))
+    assert np.sqrt(np.nanmean(resid**2)) <= fit_rms + 1e-3
+    assert np.nanmedian(mod) < 0  # sky colder than the hot load
+
+
+def test_quicklook_scan_path_is_free(campaign: tuple[Path, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    _, out = campaign
+    png = quicklook_scan(out, 1001, tmp_path / "deep" / "tp.png")
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size == SIZE_PX
+
+
+class _ReportParser(HTMLParser):
+    """Tables (by id) as lists of (row attributes, cell texts) and every <img> src."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[tuple[dict[str, str], list[str]]]] = {}
+        self.images: list[str] = []
+        self._table: str | None = None
+        self._row: tuple[dict[str, str], list[str]] | None = None
+        self._cell: list[str] | None = None
+        self.in_head = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "table":
+            self._table = a.get("id", f"table{len(self.tables)}")
+            self.tables[self._table] = []
+        elif tag == "thead":
+            self.in_head = True
+        elif tag == "tr" and self._table is not None and not self.in_head:
+            self._row = (a, [])
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+        elif tag == "img":
+            self.images.append(a.get("src", ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "thead":
+            self.in_head = False
+        elif tag in ("td", "th") and self._row is not None and self._cell is not None:
+            self._row[1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table is not None:
+            self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _parse(path: Path) -> _ReportParser:
+    parser = _ReportParser()
+    parser.feed(path.read_text())
+    return parser
+
+
+def _decode_png(src: str) -> Any:
+    from PIL import Image
+
+    prefix = "data:image/png;base64,"
+    assert src.startswith(prefix)
+    return Image.open(io.BytesIO(base64.b64decode(src[len(prefix):])))
+
+
+def test_report_lists_every_scan_and_failure(campaign: tuple[Path, Path],
+                                            tmp_path: Path) -> None:
+    session, out = campaign
+    html = write_report(out, tmp_path / "report.html")
+    page = _parse(html)
+    rows = page.tables["scans"]
+    assert [int(a["data-scan"]) for a, _ in rows] == [1001, 1002, BROKEN_SCAN, 1005]
+    status = {int(cells[0]): cells[1] for _, cells in rows}
+    assert status == {1001: "ok", 1002: "ok", BROKEN_SCAN: "failed", 1005: "ok"}
+    modes = {int(cells[0]): cells[3] for _, cells in rows}
+    assert modes[1001] == "tp" and modes[1002] == "otf"
+    broken = next(cells for _, cells in rows if int(cells[0]) == BROKEN_SCAN)
+    assert "NoReferenceError" in broken[-1]
+    failures = json.loads((out / "failures.json").read_text())
+    frows = page.tables["failures"]
+    assert len(frows) == len(failures) == 1
+    assert frows[0][1][:3] == [str(BROKEN_SCAN), "prepare", "NoReferenceError"]
+    assert str(session.name) in html.read_text()  # run_summary.json: the input store
+    assert len(page.images) == 1  # self-contained: the one plot is embedded
+    with _decode_png(page.images[0]) as im:
+        assert im.size == (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
+    assert "http" not in "".join(page.images)
+
+
+def test_report_cli_default_path_and_failure_list(campaign: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    _, out = campaign
+    assert cli.main(["-q", "report", str(out)]) == 0
+    default = default_report_path(out)
+    assert default == out.parent / "l1_report.html" and default.exists()
+    # a workflow-style failure list with an extra column, and quick-looks embedded
+    fails = [{"scan": 1001, "stage": "atmosphere", "error": "AtmosphereError",
+              "message": "grid <edge> & co", "session": "night1"}]
+    html = write_report(out, tmp_path / "r.html", failures=fails, summary={},
+                        embed_quicklooks=True)
+    page = _parse(html)
+    frows = page.tables["failures"]
+    assert frows[0][1] == ["1001", "atmosphere", "AtmosphereError", "grid <edge> & co",
+                           "night1"]
+    status = {int(a["data-scan"]): cells[1] for a, cells in page.tables["scans"]}
+    assert status[1001] == "failed" and BROKEN_SCAN not in status
+    assert len(page.images) == 1 + 2  # summary + quick-looks of the two ok scans
+    with _decode_png(page.images[1]) as im:
+        assert im.size == SIZE_PX
+
+
+def test_report_of_a_missing_store_is_an_error(tmp_path: Path) -> None:
+    assert cli.main(["-q", "report", str(tmp_path / "nope.zarr")]) == 1
+
+
+def test_calibrate_quicklook_option(tiny_session: Path, atm_table_file: Path,
+                                    scratch: Path) -> None:
+    import matplotlib.image as mpimg
+
+    out = scratch / "night.zarr"
+    code = cli.main(["-q", "calibrate", str(tiny_session), str(out), "--scans", "1002",
+                     "--atmosphere-table", str(atm_table_file), "--quicklook"])
+    assert code == 0
+    png = scratch / "night_quicklook" / "scan_001002.png"
+    assert mpimg.imread(png).shape[:2] == (SIZE_PX[1], SIZE_PX[0])
