@@ -60,7 +60,10 @@ def save_artifact(obj: Any, path: str | Path) -> None:
             meta[f.name] = value
     header = {"format": FORMAT, "version": VERSION, "type": type(obj).__name__, "fields": meta}
     arrays["__meta__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    atomic_write_bytes(Path(path), lambda fh: np.savez(fh, **arrays))
+    def write(fh: Any) -> None:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
+
+    atomic_write_bytes(Path(path), write)
 
 
 def load_artifact(cls: type[T], path: str | Path) -> T:

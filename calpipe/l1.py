@@ -219,7 +219,12 @@ def read_scan(path: str | Path, scan: int) -> CalibrationResult:
     import zarr
 
     group = zarr.open_group(str(Path(path) / scan_group_name(scan)), mode="r")
-    values = {name: np.asarray(group[name][...]) for name in DIMS}
+    values = {name: np.asarray(_array(group, name)[...]) for name in DIMS}
     attrs = dict(group.attrs)
-    return CalibrationResult(scan=int(attrs["scan_number"]), mode=str(attrs["mode"]),
+    return CalibrationResult(scan=int(str(attrs["scan_number"])), mode=str(attrs["mode"]),
                              attrs=attrs, **values)
+
+
+def _array(group: Any, name: str) -> Any:
+    """A member array of a group (typed helper: zarr's __getitem__ returns Array | Group)."""
+    return group[name]

@@ -20,7 +20,7 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -189,11 +189,11 @@ def simulate_session(out: str | Path, cfg: SimulationConfig = SimulationConfig()
         table = load_default_table()
     inst = _Instrument(cfg, table)
     plans = plan_session(cfg)
-    root = zarr.open_group(str(out), mode="w", zarr_format=cfg.zarr_format)
+    root = zarr.open_group(str(out), mode="w", zarr_format=_zarr_format(cfg))
     root.attrs.update({"producer": "calpipe.simulate", "simulation": _cfg_json(cfg)})
     truth_root = None
     if cfg.write_truth:
-        truth_root = zarr.open_group(str(truth_path), mode="w", zarr_format=cfg.zarr_format)
+        truth_root = zarr.open_group(str(truth_path), mode="w", zarr_format=_zarr_format(cfg))
         truth_root.attrs.update({
             "simulation": _cfg_json(cfg), "pwv_mm": cfg.pwv_mm, "gs_xs": cfg.gs_xs,
             "gi_xi": cfg.gi_xi, "f_eff": cfg.f_eff, "table_digest": table.digest,
@@ -215,6 +215,10 @@ def simulate_session(out: str | Path, cfg: SimulationConfig = SimulationConfig()
             _write_science(group, cfg, inst, plan, rng, truth_root)
     log.info("simulated %d scans into %s", len(plans), out)
     return plans
+
+
+def _zarr_format(cfg: SimulationConfig) -> Literal[2, 3]:
+    return 2 if cfg.zarr_format == 2 else 3
 
 
 def truth_path_for(out: str | Path) -> Path:

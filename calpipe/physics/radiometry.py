@@ -46,8 +46,8 @@ def rj_brightness(
 ) -> np.ndarray:
     """J(nu, T) = (h nu/k) / (exp(h nu / k T) - 1), in K; broadcasts its arguments."""
     dt = constants.dtype
-    nu = np.asarray(frequency_hz, dtype=dt)
-    t = np.asarray(temperature_k, dtype=dt)
+    nu: np.ndarray = np.asarray(frequency_hz, dtype=dt)
+    t: np.ndarray = np.asarray(temperature_k, dtype=dt)
     x0 = dt(constants.h_over_k) * nu  # h nu / k  [K]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         x = x0 / t
