@@ -1,0 +1,54 @@
+# Shared helpers of the calpipe rules. The logic lives in calpipe.workflow (tested library
+# code); this file only validates the config, reads the scan manifests and names paths.
+import re
+
+import calpipe
+from calpipe import workflow as cw
+from snakemake.utils import validate
+
+validate(config, "../schemas/config.schema.yaml")
+
+# the calibration options, validated by calpipe (a ConfigError stops the run here)
+CALIBRATION = cw.calibration_config(config["calibration"])
+
+# scan ids per session, from the manifest: built / refreshed by the main process only, so
+# cluster jobs never open the L0 store to build their DAG
+SCANS = cw.load_manifests(config, main_process=workflow.is_main_process)
+
+# wildcard constraints (set in the Snakefile): known sessions only, zero-padded scan numbers
+SESSION_PATTERN = "|".join(re.escape(name) for name in SCANS) or "(?!)"
+
+
+def intermediate(path):
+    """Stage artifacts are temporary unless keep_intermediate is set."""
+    return path if config["keep_intermediate"] else temp(path)
+
+
+# the configured atmosphere table file is an input of the atmosphere rule, if set
+ATMOSPHERE_TABLE = (
+    [CALIBRATION.atmosphere_table] if CALIBRATION.atmosphere_table else []
+)
+
+
+def digest_of(stage):
+    """Digest of the calibration options a stage depends on (a rerun trigger)."""
+    return cw.stage_digest(CALIBRATION, stage)
+
+
+def all_status(wildcards):
+    """Every scan's status file, over all sessions."""
+    return [
+        f"results/{session}/status/{scan}.json"
+        for session, scans in SCANS.items()
+        for scan in scans
+    ]
+
+
+def session_failures():
+    return [f"results/{session}/failures.json" for session in SCANS]
+
+
+def print_run_message():
+    message = cw.summary_message("results/run_summary.json")
+    if message:
+        print(f"calpipe: {message}")

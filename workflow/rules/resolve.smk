@@ -1,0 +1,23 @@
+rule resolve:
+    """Read the scan and its HOT/COLD loads from L0; gain, T_rec, bad channels."""
+    input:
+        stamp="results/{session}/stamps/{scan}.json",
+    output:
+        artifact=intermediate("results/{session}/work/{scan}/resolve.npz"),
+        record=intermediate("results/{session}/work/{scan}/resolve.json"),
+    log:
+        "results/{session}/logs/resolve/{scan}.log",
+    benchmark:
+        "results/{session}/benchmarks/resolve/{scan}.tsv"
+    conda:
+        "../envs/calpipe.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        manifest="results/{session}/manifest.json",
+        config_digest=digest_of("resolve"),
+        version=calpipe.__version__,
+    script:
+        "../scripts/resolve.py"
