@@ -157,10 +157,10 @@ def _read_linear_csv(path: Path, pressure_hpa: float | None) -> dict[str, np.nda
     if not lines:
         raise ConfigError(f"linear atmosphere table {path}: empty")
     header = [h.strip().lower() for h in re.split(r"[,\s]+", lines[0].strip()) if h.strip()]
-    for col in ("freq_ghz", "b", "c"):
-        if col not in header:
+    for name in ("freq_ghz", "b", "c"):
+        if name not in header:
             raise ConfigError(
-                f"linear atmosphere table {path}: header {header} lacks column '{col}' "
+                f"linear atmosphere table {path}: header {header} lacks column '{name}' "
                 "(need freq_ghz, b, c and optionally pressure_hpa)"
             )
     data = np.loadtxt(io.StringIO("\n".join(lines[1:])), delimiter=None if "," not in lines[0]
@@ -168,7 +168,7 @@ def _read_linear_csv(path: Path, pressure_hpa: float | None) -> dict[str, np.nda
     if data.shape[1] != len(header):
         raise ConfigError(f"linear atmosphere table {path}: {data.shape[1]} columns, "
                           f"header has {len(header)}")
-    col = {h: data[:, i] for i, h in enumerate(header)}
+    col: dict[str, np.ndarray] = {h: data[:, i] for i, h in enumerate(header)}
     if "pressure_hpa" in col:
         p = col["pressure_hpa"]
     else:
