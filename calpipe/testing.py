@@ -114,8 +114,8 @@ def read_array(store: str | Path, scan: int, path: str) -> np.ndarray:
 
     from calpipe.l0 import scan_group_name
 
-    root = zarr.open_group(str(store), mode="r")
-    return np.asarray(root[f"{scan_group_name(scan)}/{path.strip('/')}"][...])
+    arr = zarr.open_array(str(Path(store) / scan_group_name(scan) / path.strip("/")), mode="r")
+    return np.asarray(arr[...])
 
 
 def array_dir(store: str | Path, scan: int, path: str) -> Path:
