@@ -77,8 +77,16 @@ def test_noise_free_recovery_is_exact(tmp_path, atm_table, freq, sideband, pwv):
         assert r.atm.pwv_mm[0, 0] == pytest.approx(pwv, rel=1e-3)
         ta_true = r.truth["ta_star"][...]
         peak = np.abs(ta_true).max()
-        err = np.abs(r.result.spectra - ta_true).max()
-        assert err <= 1e-4 * peak, f"scan {r.scan} ({r.kind}): max error {err:.3g} K"
+        err = np.abs(r.result.spectra - ta_true)
+        # L0 counts are integers: rounding (+-0.5 count in ON and in the reference) is a floor
+        # on the T_A* error of 1 / (gamma w_s f_eff tr_s) K, which matters only where the sky
+        # is nearly opaque (690 GHz at 4 mm pwv: tr_s ~ 1e-3); it is not a calibration error.
+        quantum = 1.0 / (gamma[:, None, :, :, None] * r.load.w_s * r.load.f_eff
+                         * r.result.tr_signal[:, None, None, None, :])
+        bound = 1e-4 * peak + quantum
+        worst = np.unravel_index(np.argmax(err - bound), err.shape)
+        assert np.all(err <= bound), (f"scan {r.scan} ({r.kind}): error {err[worst]:.3g} K > "
+                                      f"{bound[worst]:.3g} K at {worst}")
         assert r.result.mode == r.kind
 
 
