@@ -11,7 +11,7 @@ Layout of a run (paths relative to the Snakemake working directory)::
       run_summary.json            counts, timings, pwv / T_sys overview, exit code
       <session>/
         manifest.json             scans of the store, written at parse time by the main process
-        stamps/<scan>.json        per-scan input stamp (content digest); rewritten only on change
+        stamps/<scan>.json        per-scan input stamp (file stats or digests)
         work/<scan>/*.npz|json    stage artifacts + stage records (temp unless kept)
         status/<scan>.json        per-scan status: ok / failed (stage, error, message), timings
         l1.zarr/scan_NNNNNN       the L1 group, written atomically by the calibrate rule
@@ -152,7 +152,7 @@ def _stat_fingerprint(paths: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
-def scan_stamp(session: Any, scan: int, mode: str = "content") -> dict[str, Any]:
+def scan_stamp(session: Any, scan: int, mode: str = "stat") -> dict[str, Any]:
     """What a scan's results depend on in the L0 store, as a small JSON-able record.
 
     ``content``: the content digests of the scan's source data and of its calibration snapshot
@@ -192,7 +192,7 @@ def scan_stamp(session: Any, scan: int, mode: str = "content") -> dict[str, Any]
         return stamp
 
 
-def build_manifest(session_name: str, store: str | Path, *, stamp_mode: str = "content",
+def build_manifest(session_name: str, store: str | Path, *, stamp_mode: str = "stat",
                    results: str = RESULTS) -> dict[str, Any]:
     """List the store's scans through calpipe, write stamps (on change) and the manifest.
 
@@ -248,7 +248,7 @@ def load_manifests(config: Mapping[str, Any], *, main_process: bool) -> dict[str
     check_session_names(stores)
     opts = dict(config.get("manifest") or {})
     refresh = bool(opts.get("refresh", True))
-    mode = str(opts.get("stamp", "content"))
+    mode = str(opts.get("stamp", "stat"))
     out: dict[str, list[str]] = {}
     for name, store in stores.items():
         if main_process and (refresh or not manifest_path(name).exists()):
@@ -747,7 +747,7 @@ def _cmd_manifest(ns: argparse.Namespace) -> int:
     if not stores:
         raise ConfigError("no stores: give STORE or a config file with 'stores'")
     check_session_names(stores)
-    mode = ns.stamp or str((config.get("manifest") or {}).get("stamp", "content"))
+    mode = ns.stamp or str((config.get("manifest") or {}).get("stamp", "stat"))
     for name, store in stores.items():
         manifest = build_manifest(name, store, stamp_mode=mode)
         print(f"{manifest_path(name)}: {len(manifest['scans'])} scans "
@@ -774,7 +774,7 @@ def add_cli(sub: Any) -> None:
                    help="workflow config [config/config.yaml]")
     p.add_argument("--directory", "-d", default=".", help="working directory [.]")
     p.add_argument("--stamp", choices=("content", "stat"),
-                   help="input stamp mode [config manifest.stamp, else content]")
+                   help="input stamp mode [config manifest.stamp, else stat]")
     p.set_defaults(func=_cmd_manifest)
 
 
