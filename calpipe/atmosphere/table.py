@@ -14,6 +14,7 @@ Interpolation scheme (chosen by measurement, see docs/atmosphere.md):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -85,6 +86,19 @@ class PwvSlab:
             return c[:, None]
         bc = "not-a-knot" if x.size > 3 else "natural"
         return np.ascontiguousarray(CubicSpline(x, y, axis=0, bc_type=bc).c)
+
+    def take(self, index: np.ndarray) -> PwvSlab:
+        """The slab restricted to some of its frequencies (1-D slabs; a cheap column copy)."""
+        if len(self._shape) != 1:
+            raise ValueError("PwvSlab.take needs a 1-D slab")
+        new = object.__new__(PwvSlab)
+        new._x, new._u = self._x, self._u
+        new.pwv_range = self.pwv_range
+        new._shape = (int(np.asarray(index).size),)
+        new._ctau = np.ascontiguousarray(self._ctau[..., index])
+        new._ctatm = None if self._ctatm is None else np.ascontiguousarray(
+            self._ctatm[..., index])
+        return new
 
     def _locate(self, pwv_mm: float) -> int:
         lo, hi = self.pwv_range
@@ -181,7 +195,7 @@ class AtmosphereTable:
             object.__setattr__(self, "t_atm", t)
         object.__setattr__(self, "meta", dict(self.meta))
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         """sha256 hex over model name, axes and data arrays (float64 little-endian bytes)."""
         h = hashlib.sha256()

@@ -39,6 +39,8 @@ class Slab(Protocol):
 
     def derivative(self, pwv_mm: float) -> tuple[np.ndarray, np.ndarray | None]: ...
 
+    def take(self, index: np.ndarray) -> Slab: ...
+
 
 @dataclass(frozen=True)
 class AtmosphereResult:
@@ -137,6 +139,7 @@ class SkyModel:
     def __init__(self, sky: SkyInputs, slab_sig: Slab, slab_img: Slab,
                  elevation: np.ndarray, t_amb: np.ndarray, use_model_t_atm: bool):
         self.sky = sky
+        self._args = (slab_sig, slab_img, elevation, t_amb, use_model_t_atm)
         a = airmass(elevation)
         t_amb = np.asarray(t_amb, dtype=np.float64)
         self.sidebands = [
@@ -148,6 +151,14 @@ class SkyModel:
         lo = max(slab_sig.pwv_range[0], slab_img.pwv_range[0])
         hi = min(slab_sig.pwv_range[1], slab_img.pwv_range[1])
         self.pwv_range = (lo, hi)
+
+    def subset(self, index: np.ndarray) -> SkyModel:
+        """The same model on some of the channels (for a cheap coarse grid search)."""
+        slab_sig, slab_img, elevation, t_amb, use_model = self._args
+        sky = SkyInputs(self.sky.nu_sig[index], self.sky.nu_img[index], self.sky.w_s,
+                        self.sky.f_eff, self.sky.t_cmb, self.sky.constants)
+        return SkyModel(sky, slab_sig.take(index), slab_img.take(index), elevation, t_amb,
+                        use_model)
 
     def tsky_eff(self, pwv: float) -> np.ndarray:
         """T'_sky[C, K] = w_s T_sky(nu_sig) + w_i T_sky(nu_img)."""
@@ -188,16 +199,14 @@ def fit_pwv(
     else:
         w = weight.sum(axis=(1, 2), keepdims=True)
         ws = (weight * s_obs).sum(axis=(1, 2), keepdims=True)
-    s_obs_safe = np.where(weight > 0, s_obs, 0.0)
-    wss = (weight * s_obs_safe**2)
-    wss = wss.sum(axis=(0, 3)) if per_pixel else wss.sum(axis=(0, 1, 2, 3))[None, None]
-
-    def chi2(pwv: float) -> np.ndarray:
-        m = (model.tsky_eff(pwv) - t_hot_eff[:, None])[:, None, None, :]
-        return wss - 2 * (m * ws).sum(axis=(0, 3)) + (w * m * m).sum(axis=(0, 3))
-
-    chis = np.stack([chi2(p) for p in grid])  # [G, Rp, Ap]
-    best = chis.argmin(axis=0)
+    wss_c = (weight * np.where(weight > 0, s_obs, 0.0) ** 2).sum(axis=(1, 2) if not per_pixel
+                                                                 else (), keepdims=True)
+    n_c = s_obs.shape[0]
+    # coarse search on at most COARSE_CHANNELS channels, then Newton on all of them inside a
+    # +-2 cell bracket; if Newton ends on the bracket, the full-resolution search is redone
+    coarse = np.arange(0, n_c, -(-n_c // COARSE_CHANNELS)) if n_c > COARSE_CHANNELS else None
+    best = _grid_search(model if coarse is None else model.subset(coarse), grid,
+                        *(a if coarse is None else a[coarse] for a in (w, ws, wss_c, t_hot_eff)))
     rp, ap = best.shape
     pwv = np.empty((rp, ap))
     converged = True
@@ -205,14 +214,19 @@ def fit_pwv(
     for r in range(rp):  # per-pixel Newton: (1, 1) in joint mode
         for a in range(ap):
             i = int(best[r, a])
-            if i == 0 or i == grid.size - 1:
-                raise AtmosphereError(
-                    f"pwv fit landed on the grid edge ({grid[i]:.4g} mm of "
-                    f"[{grid[0]:.4g}, {grid[-1]:.4g}] mm){_pix(per_pixel, r, a)}: the sky does "
-                    "not match the model (sky hotter than the hot load, or bad loads)",
-                    scan=scan, array="pwv")
-            p, it, ok = _newton(model, w[:, r:r + 1, a:a + 1], ws[:, r:r + 1, a:a + 1],
-                                t_hot_eff, grid[i], grid[i - 1], grid[i + 1], max_iter, tol)
+            wr, wsr = w[:, r:r + 1, a:a + 1], ws[:, r:r + 1, a:a + 1]
+            _check_edge(scan, grid, i, per_pixel, r, a)
+            span = 2 if coarse is not None else 1
+            lo_i, hi_i = max(i - span, 0), min(i + span, grid.size - 1)
+            p, it, ok = _newton(model, wr, wsr, t_hot_eff, grid[i], grid[lo_i], grid[hi_i],
+                                max_iter, tol)
+            if coarse is not None and (not ok or p in (grid[lo_i], grid[hi_i])):
+                i = int(_grid_search(model, grid, wr, wsr, wss_c[:, r:r + 1, a:a + 1]
+                                     if per_pixel else wss_c, t_hot_eff)[0, 0])
+                _check_edge(scan, grid, i, per_pixel, r, a)
+                p, it2, ok = _newton(model, wr, wsr, t_hot_eff, grid[i], grid[i - 1],
+                                     grid[i + 1], max_iter, tol)
+                it += it2
             iterations = max(iterations, it)
             if not ok:
                 converged = False
@@ -226,6 +240,32 @@ def fit_pwv(
             rms[r, a] = residual_rms(model, s_obs, weight, t_hot_eff, float(pwv[r, a]),
                                      (r, a) if per_pixel else None)
     return pwv, rms, converged, iterations
+
+
+COARSE_CHANNELS = 512
+
+
+def _grid_search(model: SkyModel, grid: np.ndarray, w: np.ndarray, ws: np.ndarray,
+                 wss_c: np.ndarray, t_hot_eff: np.ndarray) -> np.ndarray:
+    """Index of the chi2 minimum on the grid, per (Rp, Ap).
+
+    chi2 = sum_c,k [w S_obs^2 - 2 m w S_obs + w m^2], m = S_mod = T'_sky - T'_hot.
+    """
+    wss = wss_c.sum(axis=(0, 3))
+    chis = []
+    for p in grid:
+        m = (model.tsky_eff(p) - t_hot_eff[:, None])[:, None, None, :]
+        chis.append(wss - 2 * (m * ws).sum(axis=(0, 3)) + (w * m * m).sum(axis=(0, 3)))
+    return np.stack(chis).argmin(axis=0)
+
+
+def _check_edge(scan: int, grid: np.ndarray, i: int, per_pixel: bool, r: int, a: int) -> None:
+    if i == 0 or i == grid.size - 1:
+        raise AtmosphereError(
+            f"pwv fit landed on the grid edge ({grid[i]:.4g} mm of "
+            f"[{grid[0]:.4g}, {grid[-1]:.4g}] mm){_pix(per_pixel, r, a)}: the sky does "
+            "not match the model (sky hotter than the hot load, or bad loads)",
+            scan=scan, array="pwv")
 
 
 def _pix(per_pixel: bool, r: int, a: int) -> str:
