@@ -30,6 +30,7 @@ import numpy as np
 
 from calpipe.physics import flags as fl
 from calpipe.physics.atmosphere import SkyModel
+from calpipe.physics.stats import mean_from, sum_count_over_dumps
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +155,7 @@ def dump_average(spectra: np.ndarray) -> np.ndarray:
     out = np.empty((n_c, *spectra.shape[2:]))
     step = _channel_step(spectra.shape)
     for c0 in range(0, n_c, step):
-        block = spectra[c0:c0 + step]
-        ok = np.isfinite(block)
-        total = np.where(ok, block, 0).sum(axis=1, dtype=np.float64)
-        count = ok.sum(axis=1)
-        with _quiet():
-            out[c0:c0 + step] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        out[c0:c0 + step] = mean_from(*sum_count_over_dumps(spectra[c0:c0 + step]))
     return out
 
 

@@ -48,8 +48,12 @@ def calibrate_full(
     """
     n_c, n_d, n_r, n_a, _ = counts.shape
     n_on = on_index.size
-    spectra = np.empty((n_c, n_d, n_r, n_a, n_on), dtype=np.float32)
-    flags = np.empty((n_c, n_d, n_r, n_a, n_on), dtype=np.uint16)
+    # subscan-major working layout: counts from calpipe.l0 are stored subscan-major, so
+    # by_subscan[on_index, channels] is a set of contiguous copies; the outputs are allocated
+    # the same way and returned as [C, D, R, A, S_on] views (an L1 chunk holds one S_on)
+    by_subscan = counts.transpose(4, 0, 1, 2, 3)  # [S, C, D, R, A]
+    spectra_s = np.empty((n_on, n_c, n_d, n_r, n_a), dtype=np.float32)
+    flags_s = np.empty((n_on, n_c, n_d, n_r, n_a), dtype=np.uint16)
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = 1.0 / (gamma[..., None] * (w_s * f_eff) * tr_signal)  # F [C, R, A, S_on]
         scale[np.broadcast_to(bad_channel[..., None], scale.shape)] = np.nan
@@ -59,18 +63,25 @@ def calibrate_full(
     # BAD_CHANNEL: the loads' rule, or a factor F that is not finite (e.g. tr_s underflow)
     unusable = ~np.isfinite(scale)
     scale[unusable] = np.nan
-    static = np.where(unusable, fl.BAD_CHANNEL, 0).astype(np.uint16)[:, None]
-    ref_missing = ~np.isfinite(c_ref)[:, None]  # [C, 1, R, A, S_on]
+
+    def per_subscan(a: np.ndarray) -> np.ndarray:  # [C, R, A, S_on] -> [S_on, C, 1, R, A]
+        return np.moveaxis(a, -1, 0)[:, :, None]
+
+    static = per_subscan(np.where(unusable, fl.BAD_CHANNEL, 0).astype(np.uint16))
+    ref_missing = per_subscan(~np.isfinite(c_ref))
+    ref_s, scale_s = per_subscan(c_ref), per_subscan(scale)
     for c0 in range(0, n_c, channel_block):
         sl = slice(c0, min(c0 + channel_block, n_c))
-        on = counts[sl][..., on_index]  # [c, D, R, A, S_on] (a copy of this block only)
+        on = by_subscan[on_index, sl]  # [S_on, c, D, R, A], a copy of this block only
         fill = np.isnan(on)
-        fill |= ref_missing[sl]
-        np.bitwise_or(static[sl], fill.astype(np.uint16) * np.uint16(fl.FILL_VALUE),
-                      out=flags[sl])
+        fill |= ref_missing[:, sl]
+        np.bitwise_or(static[:, sl], fill.astype(np.uint16) * np.uint16(fl.FILL_VALUE),
+                      out=flags_s[:, sl])
         # NaN propagates: a missing ON sample, a missing reference or a bad channel (F = NaN)
-        np.subtract(on, c_ref[sl][:, None], out=on)
-        np.multiply(on, scale[sl][:, None], out=spectra[sl], casting="same_kind")
+        np.subtract(on, ref_s[:, sl], out=on)
+        np.multiply(on, scale_s[:, sl], out=spectra_s[:, sl], casting="same_kind")
+    spectra = spectra_s.transpose(1, 2, 3, 4, 0)
+    flags = flags_s.transpose(1, 2, 3, 4, 0)
     return CalibratedArrays(
         spectra=spectra,
         flags=flags,

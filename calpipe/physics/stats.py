@@ -6,20 +6,19 @@ import numpy as np
 
 
 def sum_count_over_dumps(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sum, count) of the finite values of block [C, D, R, A] over dumps -> [C, R, A].
+    """(sum, count) of the finite values of block [C, D, ...] over dumps (axis 1) -> [C, ...].
 
-    One plain reduction; only the (c, r, a) whose sum is not finite (a NaN fill somewhere) are
-    redone NaN-aware.
+    One plain float64 reduction; only the elements whose sum is not finite (a NaN somewhere)
+    are redone NaN-aware.
     """
-    total = block.sum(axis=1)
+    total = block.sum(axis=1, dtype=np.float64)
     count = np.full(total.shape, block.shape[1], dtype=np.int64)
     bad = ~np.isfinite(total)
     if bad.any():
-        c, r, a = np.nonzero(bad)
-        values = block[c, :, r, a]  # [n, D]
+        values = np.moveaxis(block, 1, -1)[bad]  # [n, D]
         finite = np.isfinite(values)
-        total[c, r, a] = np.where(finite, values, 0.0).sum(axis=1)
-        count[c, r, a] = finite.sum(axis=1)
+        total[bad] = np.where(finite, values, 0.0).sum(axis=1)
+        count[bad] = finite.sum(axis=1)
     return total, count
 
 
