@@ -137,10 +137,9 @@ def write_scan(path: str | Path, result: CalibrationResult, extra_attrs: Mapping
     if tmp.exists():
         shutil.rmtree(tmp)
     root = zarr.open_group(str(path), mode="r+")
-    group = root.create_group(tmp_name)
     attrs = dict(result.attrs)
     attrs.update(extra_attrs)
-    group.attrs.update(_jsonable(attrs))
+    group = root.create_group(tmp_name, attributes=_jsonable(attrs))  # one metadata write
     dims = dict(DIMS)
     if result.tau_signal.ndim == 3:
         dims.update(PER_PIXEL_DIMS)
