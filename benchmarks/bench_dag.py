@@ -16,32 +16,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from calpipe.testing import write_synthetic_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 
-def write_manifest(wd: Path, n: int) -> None:
-    from calpipe import workflow as cw
-
-    scans = [cw.scan_id(100000 + i) for i in range(n)]
-    stamps = wd / "results/big/stamps"
-    stamps.mkdir(parents=True)
-    for sid in scans:
-        (stamps / f"{sid}.json").write_text(json.dumps({"scan": int(sid)}))
-    manifest = {"format": cw.MANIFEST_FORMAT, "version": 1, "session": "big",
-                "store": "/nonexistent/big.zarr", "stamp_mode": "stat", "scans": scans,
-                "calibration_only": [], "ignored_groups": []}
-    (wd / "results/big/manifest.json").write_text(json.dumps(manifest))
-    (wd / "config.yaml").write_text(yaml.safe_dump({"stores": {"big": "/nonexistent/big.zarr"},
-                                                    "manifest": {"refresh": False}}))
-
-
 def dry_run(n: int, tmp: Path) -> dict:
     wd = tmp / f"dag{n}"
     wd.mkdir()
-    write_manifest(wd, n)
+    write_synthetic_manifest(wd, n)
     cmd = [str(SNAKEMAKE), "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory",
            str(wd), "--configfile", str(wd / "config.yaml"), "-n", "--quiet", "--cores", "2"]
     c0 = os.times()

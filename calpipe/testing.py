@@ -172,3 +172,29 @@ def add_group(store: str | Path, name: str) -> None:
     import zarr
 
     zarr.open_group(str(store), mode="r+").create_group(name)
+
+
+def write_synthetic_manifest(workdir: str | Path, n: int, session: str = "big") -> Path:
+    """A workflow manifest of ``n`` scans (and their stamps) for a store that does not exist,
+    plus a config.yaml that uses it as is: measures Snakemake's DAG alone (dry runs)."""
+    import json
+
+    import yaml
+
+    from calpipe import workflow as cw
+
+    wd = Path(workdir)
+    scans = [cw.scan_id(100000 + i) for i in range(n)]
+    stamps = wd / "results" / session / "stamps"
+    stamps.mkdir(parents=True)
+    for sid in scans:
+        (stamps / f"{sid}.json").write_text(json.dumps({"scan": int(sid)}))
+    store = f"/nonexistent/{session}.zarr"
+    manifest = {"format": cw.MANIFEST_FORMAT, "version": 1, "session": session,
+                "store": store, "stamp_mode": "stat", "scans": scans,
+                "calibration_only": [], "ignored_groups": []}
+    (wd / "results" / session / "manifest.json").write_text(json.dumps(manifest))
+    config = wd / "config.yaml"
+    config.write_text(yaml.safe_dump({"stores": {session: store},
+                                      "manifest": {"refresh": False}}))
+    return config

@@ -37,8 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -50,6 +49,7 @@ from calpipe import __version__
 from calpipe.artifacts import atomic_write_text, load_artifact, save_artifact
 from calpipe.config import CalibrationConfig
 from calpipe.errors import ArtifactError, CalibrationError, ConfigError, StoreError
+from calpipe.pipeline import StageClock
 
 log = logging.getLogger(__name__)
 
@@ -271,21 +271,8 @@ class StageFailure:
     message: str
 
 
-class Timer:
-    """Per-stage wall times of one rule (seconds)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.stage = "load"
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        self.stage = stage
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+# the in-process mode's stage clock: same stage names, same failure attribution
+Timer = StageClock
 
 
 def _read_json(path: str | Path) -> dict[str, Any]:
@@ -307,7 +294,7 @@ def _json_default(value: Any) -> Any:
 
 def _record(scan: int, rule: str, timer: Timer, failure: Mapping[str, Any] | None,
             upstream: Sequence[Mapping[str, Any]] = (), **extra: Any) -> dict[str, Any]:
-    timings = {rule: dict(timer.seconds)}
+    timings = {rule: dict(timer.timings)}
     for rec in upstream:
         timings.update(rec.get("timings", {}))
     merged: dict[str, Any] = {}
@@ -513,7 +500,7 @@ def run_calibrate(store: str, scan: int, session_name: str, config: CalibrationC
         else:
             del data
             digests = dict(upstream.get("extra", {}).get("content_digest", {}))
-            timings = _flat_timings({**upstream["timings"], "calibrate": timer.seconds})
+            timings = _flat_timings({**upstream["timings"], "calibrate": timer.timings})
             table = SimpleNamespace(model=atm.table_model, digest=atm.table_digest)
             extra = {"provenance": {**provenance(config, Path(store), table),  # type: ignore[arg-type]
                                     "content_digest": digests,
@@ -528,7 +515,7 @@ def run_calibrate(store: str, scan: int, session_name: str, config: CalibrationC
                        "median_t_sys_k": float(np.median(t_sys)) if t_sys.size else None}
     if failure is not None:
         _remove_scan_group(out, scan)  # no stale L1 group of an earlier, successful run
-    timings_by_rule = {**upstream["timings"], "calibrate": dict(timer.seconds)}
+    timings_by_rule = {**upstream["timings"], "calibrate": dict(timer.timings)}
     rec = {
         "scan": int(scan),
         "session": session_name,

@@ -25,7 +25,7 @@ from calpipe import l1
 from calpipe import workflow as cw
 from calpipe.atmosphere.tableio import save_table
 from calpipe.pipeline import calibrate_store
-from calpipe.testing import analytic_table, make_session
+from calpipe.testing import analytic_table, make_session, write_synthetic_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -315,23 +315,8 @@ def test_report(run: dict[str, object]) -> None:
 
 # -- DAG size ---------------------------------------------------------------------------------
 
-def write_synthetic_manifest(wd: Path, n: int) -> None:
-    """A manifest of ``n`` scans (and their stamps) for a store that does not exist."""
-    scans = [cw.scan_id(100000 + i) for i in range(n)]
-    stamps = wd / "results/big/stamps"
-    stamps.mkdir(parents=True)
-    for sid in scans:
-        (stamps / f"{sid}.json").write_text(json.dumps({"scan": int(sid)}))
-    manifest = {"format": cw.MANIFEST_FORMAT, "version": 1, "session": "big",
-                "store": "/nonexistent/big.zarr", "stamp_mode": "content", "scans": scans,
-                "calibration_only": [], "ignored_groups": []}
-    (wd / "results/big/manifest.json").write_text(json.dumps(manifest))
-    (wd / "config.yaml").write_text(yaml.safe_dump({"stores": {"big": "/nonexistent/big.zarr"},
-                                                    "manifest": {"refresh": False}}))
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("n", [int(os.environ.get("CALPIPE_DAG_SCANS", "10000"))])
+@pytest.mark.parametrize("n", [int(os.environ.get("CALPIPE_DAG_SCANS", "1000"))])
 def test_dry_run_dag_time(tmp_path: Path, n: int) -> None:
     write_synthetic_manifest(tmp_path, n)
     t0 = time.perf_counter()
