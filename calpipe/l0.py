@@ -31,7 +31,10 @@ from calpipe.errors import (
 log = logging.getLogger(__name__)
 
 FILL_VALUE = np.iinfo(np.int32).min
-SCAN_GROUP = re.compile(r"^scan_(\d{1,9})$")
+# ASCII digits only and a full match (issue 6): ``\d`` also matches non-ASCII digits, which
+# int() accepts ("scan_\u0661\u0660\u0660\u0661" parsed as scan 1001 and clashed with
+# scan_001001, a fatal StoreError), and ``$`` also matches before a trailing newline.
+SCAN_GROUP = re.compile(r"scan_([0-9]{1,9})", re.ASCII)
 SOURCE_MODES = ("ON", "OFF", "OTF-ON", "OTF-OFF")
 CALIBRATION_MODES = ("HOT", "COLD", "COL", "SKY", "ZERO")
 
@@ -62,7 +65,7 @@ def scan_group_name(scan: int) -> str:
 
 def parse_scan_group(name: str) -> int | None:
     """Scan number of a group name, or None when the name is not ``scan_`` + digits."""
-    match = SCAN_GROUP.match(name)
+    match = SCAN_GROUP.fullmatch(name)
     return int(match.group(1)) if match else None
 
 
@@ -286,10 +289,12 @@ def open_session(path: str | Path) -> Session:
         root = zarr.open_group(str(path), mode="r")
     except Exception as exc:  # any zarr/JSON failure at the root is fatal
         raise StoreError(f"cannot open L0 store {path}: {exc}") from exc
-    try:
-        names = sorted(_member_names(root))
-    except Exception:  # a damaged child group: list directories, that scan fails on its own
-        names = sorted(p.name for p in path.iterdir() if p.is_dir())
+    # Issue 6: list the children from the directory, not with ``root.members()``, which opens
+    # and parses every child's metadata - one scan group with a 50 MB attribute (or a campaign
+    # of thousands of scans) then cost every open, i.e. every Snakemake job. A child is a node
+    # when it holds a metadata file; a damaged one is listed and fails on its own when read.
+    names = sorted(p.name for p in path.iterdir() if p.is_dir() and any(
+        (p / meta).is_file() for meta in ("zarr.json", ".zgroup", ".zarray")))
     session = Session(path=path, root=root, zarr_format=int(root.metadata.zarr_format))
     for name in names:
         number = parse_scan_group(name)
@@ -393,12 +398,20 @@ def _read_counts(group: Any, scan: int, where: str, digest: Any = None) -> np.nd
     # arrays for the same reason), while the public shape stays [C, D, R, A, S]
     c, d, r, a, n_s = arr.shape
     out = np.empty((n_s, c, d, r, a), dtype=np.float64).transpose(1, 2, 3, 4, 0)
+    n_valid = 0
     for s in range(n_s):
         raw = _read(arr, scan, label, (..., s))
         if digest is not None:
             digest.update(np.ascontiguousarray(raw).tobytes())
         np.copyto(out[..., s], raw, casting="unsafe")
-        out[..., s][raw == FILL_VALUE] = np.nan
+        fill = raw == FILL_VALUE
+        out[..., s][fill] = np.nan
+        n_valid += fill.size - int(np.count_nonzero(fill))
+    # issue 6: an all-fill array is "no data", whatever the configuration (with a fixed pwv it
+    # would otherwise become an all-NaN L1 group reported as calibrated)
+    if n_valid == 0:
+        raise L0FormatError(f"every sample is the int32 fill value ({FILL_VALUE}): no data",
+                            scan=scan, array=label)
     return out
 
 
@@ -425,7 +438,8 @@ def _read_strings(group: Any, name: str, scan: int, n: int, *, required: bool,
     arr = _open_array(group, name, scan, where)
     values = _read(arr, scan, f"{where}/{name}")
     if values.shape != (n,):
-        raise L0FormatError(f"expected shape ({n},) [S], got {values.shape}", scan=scan,
+        raise L0FormatError(f"expected shape ({n},) [S] (data_5d has S = {n} subscans), "
+                            f"got {values.shape}", scan=scan,
                             array=f"{where}/{name}")
     if values.dtype.kind not in "OUT":
         raise L0FormatError(f"expected strings, got dtype {values.dtype}", scan=scan,
@@ -445,7 +459,8 @@ def _read_numeric(group: Any, name: str, scan: int, where: str, n: int, dtype: s
         raise L0FormatError(f"expected a numeric dtype, got {values.dtype}", scan=scan,
                             array=f"{where}/{name}")
     if values.shape != (n,):
-        raise L0FormatError(f"expected shape ({n},) [S], got {values.shape}", scan=scan,
+        raise L0FormatError(f"expected shape ({n},) [S] (data_5d has S = {n} subscans), "
+                            f"got {values.shape}", scan=scan,
                             array=f"{where}/{name}")
     return values.astype(dtype)
 

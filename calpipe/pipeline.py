@@ -26,13 +26,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from calpipe import __version__, l1
 from calpipe.artifacts import atomic_write_text
-from calpipe.atmosphere.table import AtmosphereTable
 from calpipe.config import CalibrationConfig
 from calpipe.errors import CalibrationError, ConfigError, StoreError
 from calpipe.l0 import CalibrationSnapshot, ScanData, Session, open_session
@@ -44,6 +43,10 @@ from calpipe.stages import (
     prepare,
     resolve,
 )
+
+if TYPE_CHECKING:  # annotation only: importing it loads scipy.interpolate (~0.5 s per
+    # Snakemake job that never touches a table: resolve, prepare, calibrate)
+    from calpipe.atmosphere.table import AtmosphereTable
 
 log = logging.getLogger(__name__)
 

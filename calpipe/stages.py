@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from calpipe import qa
-from calpipe.atmosphere.table import AtmosphereTable
 from calpipe.config import CalibrationConfig, InstrumentParameters
 from calpipe.errors import AtmosphereError, CalibrationError, MetadataError
 from calpipe.l0 import CalibrationSnapshot, ScanData, check_compatible
@@ -33,6 +32,10 @@ from calpipe.physics.calibrate import calibrate_full
 from calpipe.physics.loads import BadChannelRule, CalibrationLoadFull, resolve_loads
 from calpipe.physics.radiometry import PhysicsConstants
 from calpipe.physics.reference import PreparedData, prepare_references
+
+if TYPE_CHECKING:  # annotation only: importing it loads scipy.interpolate (~0.5 s per
+    # Snakemake job that never touches a table: resolve, prepare, calibrate)
+    from calpipe.atmosphere.table import AtmosphereTable
 
 log = logging.getLogger(__name__)
 
