@@ -405,8 +405,10 @@ def _read_counts(group: Any, scan: int, where: str, digest: Any = None) -> np.nd
             digest.update(np.ascontiguousarray(raw).tobytes())
         np.copyto(out[..., s], raw, casting="unsafe")
         fill = raw == FILL_VALUE
-        out[..., s][fill] = np.nan
-        n_valid += fill.size - int(np.count_nonzero(fill))
+        n_fill = int(np.count_nonzero(fill))
+        if n_fill:  # the scatter costs a pass over the mask: only when there is fill
+            out[..., s][fill] = np.nan
+        n_valid += fill.size - n_fill
     # issue 6: an all-fill array is "no data", whatever the configuration (with a fixed pwv it
     # would otherwise become an all-NaN L1 group reported as calibrated)
     if n_valid == 0:
