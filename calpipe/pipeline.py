@@ -219,20 +219,30 @@ def process_scan(loaded: LoadedScan, out: Path, config: CalibrationConfig,
 
 
 @contextlib.contextmanager
-def output_lock(out: Path) -> Iterator[None]:
-    """Refuse a second run writing the same output (flock on OUT/.calpipe.lock)."""
+def output_lock(out: Path, *, shared: bool = False) -> Iterator[None]:
+    """Refuse a second run writing the same output (flock on OUT/.calpipe.lock).
+
+    An in-process run holds the lock exclusively for its whole run. Snakemake jobs, which
+    write different scan groups of one store concurrently, hold it shared while they write:
+    they coexist with each other, and an in-process run and a workflow never interleave.
+    """
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise StoreError(f"another calpipe run (pid {holder}) is writing {out}; "
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "a workflow job"
+            raise StoreError(f"another calpipe run ({holder}) is writing {out}; "
                              "refusing to interleave") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        try:
+            yield
+        finally:
+            if not shared:
+                os.ftruncate(fd, 0)  # no stale pid for the next refusal message
     finally:
         os.close(fd)
 

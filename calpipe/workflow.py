@@ -49,7 +49,7 @@ from calpipe import __version__
 from calpipe.artifacts import atomic_write_text, load_artifact, save_artifact
 from calpipe.config import CalibrationConfig
 from calpipe.errors import ArtifactError, CalibrationError, ConfigError, StoreError
-from calpipe.pipeline import StageClock
+from calpipe.pipeline import StageClock, output_lock
 
 log = logging.getLogger(__name__)
 
@@ -507,14 +507,15 @@ def run_calibrate(store: str, scan: int, session_name: str, config: CalibrationC
                                     "utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                     "mode": "snakemake"},
                      "timings_s": timings}
-            _remove_scan_group(out, scan, keep_partial=True)
-            with timer("write"):
+            with output_lock(out, shared=True), timer("write"):
+                _remove_scan_group(out, scan, keep_partial=True)
                 l1.write_scan(out, result, extra)
             t_sys = result.t_sys[np.isfinite(result.t_sys)]
             summary = {"mode": result.mode, "pwv_mm": float(atm.pwv_mm.mean()),
                        "median_t_sys_k": float(np.median(t_sys)) if t_sys.size else None}
     if failure is not None:
-        _remove_scan_group(out, scan)  # no stale L1 group of an earlier, successful run
+        with output_lock(out, shared=True):
+            _remove_scan_group(out, scan)  # no stale L1 group of an earlier, successful run
     timings_by_rule = {**upstream["timings"], "calibrate": dict(timer.timings)}
     rec = {
         "scan": int(scan),

@@ -223,3 +223,15 @@ def test_cli_exit_codes(session, tmp_path):
                           str(tmp_path / "c.zarr")], capture_output=True, text=True)
     assert bad.returncode == 1 and "does not exist" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_workflow_writers_share_the_lock_and_exclude_an_in_process_run(tmp_path):
+    out = tmp_path / "l1.zarr"
+    with output_lock(out, shared=True), output_lock(out, shared=True):  # two workflow jobs
+        with pytest.raises(StoreError, match="a workflow job"):
+            with output_lock(out):
+                pass
+    with output_lock(out):
+        with pytest.raises(StoreError, match=r"another calpipe run \(pid \d+\)"):
+            with output_lock(out, shared=True):
+                pass
