@@ -126,20 +126,10 @@ class CalibrationConfig:
 
 @dataclass(frozen=True)
 class InstrumentParameters:
-    """Sideband gains and forward efficiency for one scan (DESIGN 3.1).
-
-    w_s = g_s x_s / (g_s x_s + g_i x_i),  w_i = 1 - w_s.
-    """
+    """Sideband gains and forward efficiency for one scan (DESIGN 3.1); the sideband weights
+    follow from them (calpipe.physics.radiometry.signal_weight)."""
 
     gs_xs: float
     gi_xi: float
     f_eff: float
     source: Mapping[str, str] = field(default_factory=dict)  # where each value came from
-
-    @property
-    def w_s(self) -> float:
-        return self.gs_xs / (self.gs_xs + self.gi_xi)
-
-    @property
-    def w_i(self) -> float:
-        return 1.0 - self.w_s

@@ -26,7 +26,7 @@ import numpy as np
 
 from calpipe.l0 import FILL_VALUE, scan_group_name
 from calpipe.physics.atmosphere import TORR_TO_HPA, SkyInputs, SkyModel
-from calpipe.physics.radiometry import EXACT, sideband_weighted
+from calpipe.physics.radiometry import EXACT, sideband_weighted, signal_weight
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class SimulationConfig:
 
     @property
     def w_s(self) -> float:
-        return self.gs_xs / (self.gs_xs + self.gi_xi)
+        return signal_weight(self.gs_xs, self.gi_xi)
 
     @property
     def freq_res_hz(self) -> float:

@@ -25,25 +25,23 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from calpipe.errors import AtmosphereError, ConfigError
+from calpipe.physics.radiometry import EXACT, rj_brightness
+from calpipe.physics.radiometry import H_PLANCK as H_PLANCK  # re-exported
+from calpipe.physics.radiometry import K_BOLTZMANN as K_BOLTZMANN  # re-exported
+from calpipe.physics.radiometry import T_CMB as T_CMB  # re-exported
 
 log = logging.getLogger(__name__)
 
-H_PLANCK = 6.62607015e-34  # J s (exact, SI 2019)
-K_BOLTZMANN = 1.380649e-23  # J/K (exact, SI 2019)
-T_CMB = 2.725  # K
-
 _REL_TOL = 1e-9  # tolerance on range checks (relative)
 
-
-def planck_j(frequency_hz: np.ndarray | float, temperature_k: np.ndarray | float) -> np.ndarray:
-    """Rayleigh-Jeans-equivalent brightness J(nu, T) = (h nu/k) / (exp(h nu / k T) - 1) [K]."""
-    x = H_PLANCK * np.asarray(frequency_hz, dtype=float) / K_BOLTZMANN
-    return x / np.expm1(x / np.asarray(temperature_k, dtype=float))
+#: J(nu, T) [K]: the pipeline's own Rayleigh-Jeans-equivalent brightness (exact SI constants),
+#: so tables and calibration use one definition
+planck_j = rj_brightness
 
 
 def planck_j_inverse(frequency_hz: np.ndarray | float, j_k: np.ndarray | float) -> np.ndarray:
     """Inverse of :func:`planck_j`: T = (h nu/k) / ln(1 + (h nu/k) / J)."""
-    x = H_PLANCK * np.asarray(frequency_hz, dtype=float) / K_BOLTZMANN
+    x = EXACT.h_over_k * np.asarray(frequency_hz, dtype=float)
     return x / np.log1p(x / np.asarray(j_k, dtype=float))
 
 

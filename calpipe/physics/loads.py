@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from calpipe.errors import BadLoadError, MissingLoadError
-from calpipe.physics.radiometry import PhysicsConstants, sideband_weighted
+from calpipe.physics.radiometry import PhysicsConstants, sideband_weighted, signal_weight
 from calpipe.physics.stats import mean_from, sum_count_over_dumps
 
 HOT_MODES = ("HOT",)
@@ -61,7 +61,7 @@ class CalibrationLoadFull:
 
     @property
     def w_s(self) -> float:
-        return self.gs_xs / (self.gs_xs + self.gi_xi)
+        return signal_weight(self.gs_xs, self.gi_xi)
 
     @property
     def w_i(self) -> float:
@@ -149,7 +149,7 @@ def resolve_loads(
 
     c_hot = average_subscans(counts, sobsmode, HOT_MODES)
     c_cold = average_subscans(counts, sobsmode, COLD_MODES)
-    w_s = gs_xs / (gs_xs + gi_xi)
+    w_s = signal_weight(gs_xs, gi_xi)
     t_hot_eff = sideband_weighted(nu_sig, nu_img, t_hot, w_s, constants)
     t_cold_eff = sideband_weighted(nu_sig, nu_img, t_cold, w_s, constants)
 

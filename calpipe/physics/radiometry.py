@@ -73,6 +73,11 @@ def rj_brightness_dt(
     return d
 
 
+def signal_weight(gs_xs: float, gi_xi: float) -> float:
+    """w_s = g_s x_s / (g_s x_s + g_i x_i); the image weight is w_i = 1 - w_s."""
+    return gs_xs / (gs_xs + gi_xi)
+
+
 def sideband_weighted(
     nu_sig: np.ndarray,
     nu_img: np.ndarray,
