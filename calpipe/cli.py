@@ -217,6 +217,113 @@ def _cmd_atm_table(ns: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+# -- run / manifest (the Snakemake workflow) ---------------------------------------------------
+
+def repo_snakefile() -> Path | None:
+    """workflow/Snakefile of the source checkout calpipe is installed from (editable)."""
+    candidate = Path(__file__).resolve().parent.parent / "workflow" / "Snakefile"
+    return candidate if candidate.exists() else None
+
+
+def _snakemake_command() -> list[str]:
+    exe = Path(sys.executable).parent / "snakemake"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
+
+
+def _cmd_run(ns: argparse.Namespace, rest: list[str]) -> int:
+    import subprocess
+
+    from calpipe.runner import read_run_summary
+    from calpipe.workflow.paths import RESULTS
+
+    directory = Path(ns.directory)
+    cmd = _snakemake_command()
+    snakefile = ns.snakefile or repo_snakefile()
+    if snakefile is not None:
+        cmd += ["--snakefile", str(Path(snakefile).resolve())]
+    cmd += ["--directory", str(directory)]
+    if ns.configfile:
+        cmd += ["--configfile", str(Path(ns.configfile).resolve())]
+    if ns.cores is not None:
+        cmd += ["--cores", str(ns.cores)]
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    profile_given = any(a.split("=")[0] in ("--workflow-profile", "--profile") for a in rest)
+    default_profile = Path(__file__).resolve().parent.parent / "profiles" / "default"
+    if not profile_given and default_profile.is_dir():
+        cmd += ["--workflow-profile", str(default_profile)]
+    cmd += list(rest)
+    log.info("running: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, check=False)
+    if proc.returncode != 0:
+        print(f"calpipe run: snakemake failed (exit {proc.returncode})", file=sys.stderr)
+        return 1
+    if any(a in ("-n", "--dry-run", "--dryrun", "--lint", "--report") or a.startswith("--report")
+           for a in rest):
+        return 0
+    summary_path = directory / RESULTS / "run_summary.json"
+    summary = read_run_summary(summary_path)
+    if summary is None:
+        print(f"calpipe run: no run summary at {summary_path}", file=sys.stderr)
+        return 1
+    print(summary["message"])
+    return int(summary["exit_code"])
+
+
+def _cmd_manifest(ns: argparse.Namespace) -> int:
+    import os
+
+    import yaml
+
+    from calpipe.errors import ConfigError
+    from calpipe.workflow.manifest import build_manifest
+    from calpipe.workflow.paths import check_session_names, manifest_path
+
+    os.chdir(ns.directory)
+    config: dict[str, Any] = {}
+    if not ns.store or Path(ns.configfile).exists():
+        try:
+            config = yaml.safe_load(Path(ns.configfile).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read {ns.configfile}: {exc}") from exc
+    stores = dict(config.get("stores") or {})
+    if ns.store:
+        stores = {ns.session: ns.store}
+    if not stores:
+        raise ConfigError("no stores: give STORE or a config file with 'stores'")
+    check_session_names(stores)
+    mode = ns.stamp or str((config.get("manifest") or {}).get("stamp", "stat"))
+    for name, store in stores.items():
+        manifest = build_manifest(name, store, stamp_mode=mode)
+        print(f"{manifest_path(name)}: {len(manifest['scans'])} scans "
+              f"({len(manifest['calibration_only'])} calibration-only) from {store}")
+    return 0
+
+
+def _add_workflow_commands(sub: Any) -> None:
+    """``calpipe run`` and ``calpipe manifest``."""
+    p = sub.add_parser(
+        "run", help="run the Snakemake workflow (exit 0 all ok / 2 partial / 1 failed)",
+        description="Run workflow/Snakefile through the snakemake command line (profiles work: "
+                    "--workflow-profile profiles/slurm). Unknown options go to snakemake.")
+    p.add_argument("--directory", "-d", default=".", help="working directory [.]")
+    p.add_argument("--configfile", help="workflow config [config/config.yaml in DIRECTORY]")
+    p.add_argument("--snakefile", help="Snakefile [the calpipe checkout's workflow/Snakefile]")
+    p.add_argument("--cores", "-c", help="cores for a local run (passed to snakemake)")
+    p.set_defaults(func=_cmd_run, takes_rest=True)
+
+    p = sub.add_parser("manifest", help="write the scan manifest(s) and input stamps of a run")
+    p.add_argument("store", nargs="?", help="one L0 store (else all stores of the config)")
+    p.add_argument("--session", default="demo", help="session name for STORE [demo]")
+    p.add_argument("--configfile", default="config/config.yaml",
+                   help="workflow config [config/config.yaml]")
+    p.add_argument("--directory", "-d", default=".", help="working directory [.]")
+    p.add_argument("--stamp", choices=("content", "stat"),
+                   help="input stamp mode [config manifest.stamp, else stat]")
+    p.set_defaults(func=_cmd_manifest)
+
+
+
 # -- parser -----------------------------------------------------------------------------------
 
 def _add_calibration_options(p: argparse.ArgumentParser) -> None:
@@ -301,12 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("build", "info"))
     p.set_defaults(func=_cmd_atm_table, takes_rest=True)
 
-    try:
-        from calpipe import workflow
-
-        workflow.add_cli(sub)
-    except ImportError:  # pragma: no cover - workflow module not installed
-        pass
+    _add_workflow_commands(sub)
     return parser
 
 

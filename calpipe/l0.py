@@ -12,8 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,11 @@ from calpipe.errors import (
     MissingLoadError,
     StoreError,
 )
+from calpipe.schema import SCAN_GROUP, parse_scan_group, scan_group_name  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 FILL_VALUE = np.iinfo(np.int32).min
-# ASCII digits only and a full match (issue 6): ``\d`` also matches non-ASCII digits, which
-# int() accepts ("scan_\u0661\u0660\u0660\u0661" parsed as scan 1001 and clashed with
-# scan_001001, a fatal StoreError), and ``$`` also matches before a trailing newline.
-SCAN_GROUP = re.compile(r"scan_([0-9]{1,9})", re.ASCII)
 SOURCE_MODES = ("ON", "OFF", "OTF-ON", "OTF-OFF")
 CALIBRATION_MODES = ("HOT", "COLD", "COL", "SKY", "ZERO")
 
@@ -54,19 +50,6 @@ SUBSCAN_ARRAYS: dict[str, tuple[bool, str]] = {
     "lloadsn": (False, "int64"),
 }
 STRING_ARRAYS = ("sobsmode", "frontend_backends", "raw_fits_headers")
-
-
-def scan_group_name(scan: int) -> str:
-    """``scan_NNNNNN``: six digits, zero padded (more digits when needed)."""
-    if not isinstance(scan, int | np.integer) or scan < 0:
-        raise ValueError(f"scan number must be a non-negative integer, got {scan!r}")
-    return f"scan_{int(scan):06d}"
-
-
-def parse_scan_group(name: str) -> int | None:
-    """Scan number of a group name, or None when the name is not ``scan_`` + digits."""
-    match = SCAN_GROUP.fullmatch(name)
-    return int(match.group(1)) if match else None
 
 
 @dataclass(frozen=True)
@@ -117,7 +100,30 @@ class ScanData:
     pixel_offset_lat: np.ndarray  # [R, A, S] deg
     frontend_backends: np.ndarray  # [S] str
     has_own_calibration: bool
-    content_digest: str = ""  # sha1 of the raw counts and subscan metadata
+    #: sha1 of the subscan metadata and attributes (see ``content_digest``)
+    meta_digest: str = ""
+    #: per read subscan: sha1 of its raw int32 counts, and its number of non-fill samples
+    subscan_digests: Mapping[int, str] = field(default_factory=dict)
+    subscan_valid: Mapping[int, int] = field(default_factory=dict)
+
+    @property
+    def read_subscans(self) -> tuple[int, ...]:
+        """The subscans whose counts were read (the others are unset memory, never used)."""
+        return tuple(sorted(self.subscan_digests))
+
+    @property
+    def content_digest(self) -> str:
+        """sha1 over the metadata and every subscan's raw counts ('' after a partial read)."""
+        if len(self.subscan_digests) != self.counts.shape[4]:
+            return ""
+        return combine_digests(self.meta_digest, self.subscan_digests)
+
+    def require_subscans(self, index: np.ndarray, stage: str) -> None:
+        """A stage that uses subscans ``index`` checks that they were read (a wiring bug)."""
+        missing = sorted(set(np.asarray(index).tolist()) - set(self.subscan_digests))
+        if missing:
+            raise RuntimeError(f"scan {self.scan}: stage {stage} needs subscans {missing}, "
+                               "which were not read")
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -144,6 +150,9 @@ class CalibrationSnapshot:
     @property
     def nbytes(self) -> int:
         return int(self.counts.nbytes)
+
+
+SubscanSelection = Sequence[int] | Callable[["SubscanMetadata"], Sequence[int]] | None
 
 
 @dataclass
@@ -192,17 +201,20 @@ class Session:
             raise L0FormatError(f"cannot open group {name}: {exc}", scan=scan) from exc
 
     # -- loading --------------------------------------------------------------------------
-    def load_scan(self, scan: int) -> ScanData:
-        """Read and validate the source group of ``scan``."""
+    def load_scan(self, scan: int, subscans: SubscanSelection = None) -> ScanData:
+        """Read and validate the source group of ``scan``.
+
+        ``subscans``: which subscans' counts to read - all (None), a sequence of indices, or a
+        function of the validated metadata returning them (a Snakemake job reads only what
+        its stage needs). The metadata are always read in full.
+        """
         group = self._group(scan)
         if not _has_member(group, "source"):
             raise L0FormatError("scan has no source/ group (calibration-only)", scan=scan)
         src = _subgroup(group, "source", scan)
-        digest = _content_hash()
-        counts = _read_counts(src, scan, "source", digest)
-        c, d, r, a, s = counts.shape
+        arr = _open_counts(src, scan, "source")
+        c, d, r, a, s = arr.shape
         meta = _read_metadata(src, scan, "source", s, SOURCE_MODES)
-        _digest_metadata(digest, meta)
         if not _has_member(src, "lloadsn") and not _has_member(group, "calibration"):
             raise L0FormatError(
                 "missing array (needed: no calibration/ group in this scan)",
@@ -216,9 +228,19 @@ class Session:
         fb = _read_strings(src, "frontend_backends", scan, s, required=False)
         if fb is None:
             fb = np.array([""] * s)
-        return ScanData(
+        if subscans is None:
+            select = list(range(s))
+        else:
+            chosen = subscans(meta) if callable(subscans) else subscans
+            select = sorted({int(k) for k in np.asarray(chosen, dtype=np.int64).tolist()})
+        counts, digests, valid = _read_counts(arr, scan, "source", select)
+        meta_digest = _content_hash()
+        _digest_metadata(meta_digest, meta)
+        attrs = dict(group.attrs)
+        meta_digest.update(_json_digest_text(attrs).encode())
+        data = ScanData(
             scan=scan,
-            attrs=dict(group.attrs),
+            attrs=attrs,
             counts=counts,
             meta=meta,
             otf_lon=otf_lon,
@@ -227,8 +249,11 @@ class Session:
             pixel_offset_lat=pix_lat,
             frontend_backends=fb,
             has_own_calibration=_has_member(group, "calibration"),
-            content_digest=digest.hexdigest(),
+            meta_digest=meta_digest.hexdigest(),
+            subscan_digests=digests,
+            subscan_valid=valid,
         )
+        return data
 
     def calibration_scan_for(self, scan: int, lloadsn: np.ndarray | None = None) -> int:
         """Which scan's ``calibration/`` group serves ``scan`` (DESIGN 2.1)."""
@@ -264,17 +289,19 @@ class Session:
         cal_scan = self.calibration_scan_for(scan, lloadsn)
         group = _subgroup(self._group(cal_scan), "calibration", scan)
         where = "calibration" if cal_scan == scan else f"calibration (of scan {cal_scan})"
-        digest = _content_hash()
-        counts = _read_counts(group, scan, where, digest)
-        s = counts.shape[4]
+        arr = _open_counts(group, scan, where)
+        s = arr.shape[4]
         meta = _read_metadata(group, scan, where, s, CALIBRATION_MODES, frequencies_required=False)
         thot = _read_numeric(group, "thot", scan, where, s, "float64")
         tcold = _read_numeric(group, "tcold", scan, where, s, "float64")
-        _digest_metadata(digest, meta)
-        digest.update(thot.tobytes() + tcold.tobytes())
+        counts, digests, valid = _read_counts(arr, scan, where, list(range(s)))
+        check_has_data(scan, valid, range(s), where)
+        meta_digest = _content_hash()
+        _digest_metadata(meta_digest, meta)
+        meta_digest.update(thot.tobytes() + tcold.tobytes())
         return CalibrationSnapshot(
             scan=cal_scan, for_scan=scan, counts=counts, meta=meta, thot=thot, tcold=tcold,
-            content_digest=digest.hexdigest(),
+            content_digest=combine_digests(meta_digest.hexdigest(), digests),
         )
 
 
@@ -374,11 +401,8 @@ def _read(arr: Any, scan: int, label: str, selection: Any = Ellipsis) -> np.ndar
                             array=label) from exc
 
 
-def _read_counts(group: Any, scan: int, where: str, digest: Any = None) -> np.ndarray:
-    """data_5d [C, D, R, A, S] int32 -> float64, fill -> NaN, read one subscan at a time.
-
-    ``digest`` (a hashlib object) is updated with the raw int32 bytes of every subscan.
-    """
+def _open_counts(group: Any, scan: int, where: str) -> Any:
+    """The data_5d array of a group, its shape, dtype and chunk files checked (nothing read)."""
     label = f"{where}/data_5d"
     arr = _open_array(group, "data_5d", scan, where)
     if len(arr.shape) != 5:
@@ -394,33 +418,70 @@ def _read_counts(group: Any, scan: int, where: str, digest: Any = None) -> np.nd
         raise L0FormatError(f"{arr.nchunks - arr.nchunks_initialized} of {arr.nchunks} chunk "
                             f"file(s) missing (fill_value {arr.fill_value} is not the int32 "
                             "fill)", scan=scan, array=label)
+    return arr
+
+
+def _read_counts(arr: Any, scan: int, where: str, select: list[int]
+                 ) -> tuple[np.ndarray, dict[int, str], dict[int, int]]:
+    """data_5d [C, D, R, A, S] int32 -> float64, fill -> NaN, the ``select``ed subscans only.
+
+    Returns the counts (full shape; subscans not selected are left unset and untouched, so a
+    partial read costs neither I/O nor memory for them), the sha1 of every read subscan's raw
+    int32 bytes and its number of non-fill samples.
+    """
+    label = f"{where}/data_5d"
     # subscan-major memory: out[..., s] is one contiguous block (CCAT keeps a Vec of [C, D, R, A]
     # arrays for the same reason), while the public shape stays [C, D, R, A, S]
     c, d, r, a, n_s = arr.shape
+    bad = [k for k in select if not 0 <= k < n_s]
+    if bad:
+        raise L0FormatError(f"subscan(s) {bad} out of range (S = {n_s})", scan=scan,
+                            array=label)
     out = np.empty((n_s, c, d, r, a), dtype=np.float64).transpose(1, 2, 3, 4, 0)
-    n_valid = 0
-    for s in range(n_s):
+    digests: dict[int, str] = {}
+    valid: dict[int, int] = {}
+    for s in select:
         raw = _read(arr, scan, label, (..., s))
-        if digest is not None:
-            digest.update(np.ascontiguousarray(raw).tobytes())
+        digests[s] = _content_hash(np.ascontiguousarray(raw).tobytes()).hexdigest()
         np.copyto(out[..., s], raw, casting="unsafe")
         fill = raw == FILL_VALUE
         n_fill = int(np.count_nonzero(fill))
         if n_fill:  # the scatter costs a pass over the mask: only when there is fill
             out[..., s][fill] = np.nan
-        n_valid += fill.size - n_fill
-    # issue 6: an all-fill array is "no data", whatever the configuration (with a fixed pwv it
-    # would otherwise become an all-NaN L1 group reported as calibrated)
-    if n_valid == 0:
-        raise L0FormatError(f"every sample is the int32 fill value ({FILL_VALUE}): no data",
-                            scan=scan, array=label)
-    return out
+        valid[s] = fill.size - n_fill
+    return out, digests, valid
 
 
-def _content_hash() -> Any:
+def check_has_data(scan: int, valid: Mapping[int, int], subscans: Sequence[int],
+                   where: str = "source", what: str = "") -> None:
+    """Issue 6: all-fill counts are "no data", whatever the configuration (with a fixed pwv
+    they would otherwise become an all-NaN L1 group reported as calibrated). Checked by the
+    stage that uses those subscans, so both orchestration modes fail a scan in one place."""
+    if sum(valid.get(int(k), 0) for k in subscans) == 0:
+        raise L0FormatError(f"every {what}sample is the int32 fill value ({FILL_VALUE}): "
+                            "no data", scan=scan, array=f"{where}/data_5d")
+
+
+def combine_digests(meta_digest: str, subscan_digests: Mapping[int, str]) -> str:
+    """The content digest of a group: sha1 over its metadata digest and, in subscan order,
+    the digests of its subscans' raw counts (the same whether one process read them all or
+    several jobs each read some)."""
+    h = _content_hash(meta_digest.encode())
+    for s in sorted(subscan_digests):
+        h.update(f"{s}:{subscan_digests[s]}".encode())
+    return h.hexdigest()
+
+
+def _json_digest_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _content_hash(data: bytes = b"") -> Any:
     """The hash behind content digests: sha1 (identification, not security; 2-7x faster
     than blake2b/sha256 here, and it runs over every raw byte)."""
-    return hashlib.sha1(usedforsecurity=False)
+    return hashlib.sha1(data, usedforsecurity=False)
 
 
 def _digest_metadata(digest: Any, meta: SubscanMetadata) -> None:

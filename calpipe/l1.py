@@ -9,24 +9,36 @@ reader lists and the next run removes). Every array carries zarr v3 ``dimension_
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from calpipe.errors import CalpipeError, StoreError
-from calpipe.l0 import parse_scan_group, scan_group_name
-from calpipe.stages import CalibrationResult
+from calpipe.products import CalibrationResult
+from calpipe.schema import (
+    FAILURES_FILE,
+    LOCK_FILE,
+    PARTIAL_PREFIX,
+    SUMMARY_FILE,
+    parse_scan_group,
+    scan_group_name,
+)
+from calpipe.schema import (
+    L1_FORMAT_NAME as FORMAT_NAME,
+)
+from calpipe.schema import (
+    L1_FORMAT_VERSION as FORMAT_VERSION,
+)
 
 log = logging.getLogger(__name__)
 
-FORMAT_NAME = "calpipe-l1"
-FORMAT_VERSION = 1
-PARTIAL_PREFIX = ".partial-"
 
 #: dimension names of every L1 array (per-pixel atmosphere adds R, A to tau / tr)
 DIMS: dict[str, tuple[str, ...]] = {
@@ -94,33 +106,16 @@ def _codecs() -> dict[str, Any]:
 
 
 def init_store(path: str | Path) -> Any:
-    """Open (create) an L1 store and stamp the root attributes; remove stale partial groups."""
+    """Create (atomically) or open an L1 store and remove stale partial groups; the caller
+    holds the exclusive output lock. Returns the root group."""
     import zarr
 
-    from calpipe import __version__
-
-    path = Path(path)
+    ensure_store(path)
+    remove_stale_partials(path)
     try:
-        if (path / "zarr.json").exists():
-            root = zarr.open_group(str(path), mode="r+")
-            if root.attrs.get("format") != FORMAT_NAME:
-                raise StoreError(f"{path} exists and is not a calpipe L1 store "
-                                 f"(format {root.attrs.get('format')!r})")
-        else:
-            if path.exists() and any(p for p in path.iterdir() if not p.name.startswith(".")
-                                     and p.name not in ("failures.json", "run_summary.json")):
-                raise StoreError(f"{path} exists, is not empty and is not a zarr store")
-            root = zarr.open_group(str(path), mode="a", zarr_format=3)
-            root.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-                               "producer": f"calpipe {__version__}"})
-    except StoreError:
-        raise
+        return zarr.open_group(str(path), mode="r+")
     except Exception as exc:
         raise StoreError(f"cannot open L1 store {path}: {exc}") from exc
-    for stale in path.glob(PARTIAL_PREFIX + "*"):
-        log.info("removing an interrupted partial group %s", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    return root
 
 
 def write_scan(path: str | Path, result: CalibrationResult, extra_attrs: Mapping[str, Any]
@@ -227,3 +222,110 @@ def read_scan(path: str | Path, scan: int) -> CalibrationResult:
 def _array(group: Any, name: str) -> Any:
     """A member array of a group (typed helper: zarr's __getitem__ returns Array | Group)."""
     return group[name]
+
+
+# -- the store as a run's output --------------------------------------------------------------
+
+@contextlib.contextmanager
+def output_lock(out: str | Path, *, shared: bool = False) -> Iterator[None]:
+    """Refuse a second run writing the same output (flock on OUT/.calpipe.lock).
+
+    An in-process run holds the lock exclusively for its whole run. Snakemake jobs, which
+    write different scan groups of one store concurrently, hold it shared while they write:
+    they coexist with each other, and an in-process run and a workflow never interleave.
+    """
+    import fcntl
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "a workflow job"
+            raise StoreError(f"another calpipe run ({holder}) is writing {out}; "
+                             "refusing to interleave") from None
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        try:
+            yield
+        finally:
+            if not shared:
+                os.ftruncate(fd, 0)  # no stale pid for the next refusal message
+    finally:
+        os.close(fd)
+
+
+def ensure_store(path: str | Path) -> None:
+    """Create the L1 store root atomically if missing; safe with concurrent jobs.
+
+    The root is built in a temporary directory next to it and renamed into place (a run
+    killed meanwhile leaves no half-made root; a job that loses a race discards its copy).
+    An existing root must be a calpipe L1 store. Partial groups are not touched here: other
+    jobs may be writing them (see :func:`remove_stale_partials`).
+    """
+    import zarr
+
+    from calpipe import __version__
+
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        if path.exists() and any(p for p in path.iterdir() if not p.name.startswith(".")
+                                 and p.name not in (FAILURES_FILE, SUMMARY_FILE)):
+            raise StoreError(f"{path} exists, is not empty and is not a zarr store")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.init-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+            root.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                               "producer": f"calpipe {__version__}"})
+            if path.exists():  # a directory holding only the lock / hidden files
+                os.replace(tmp / "zarr.json", path / "zarr.json")
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                os.rename(tmp, path)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (path / "zarr.json").exists():
+                raise
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot open L1 store {path}: {exc}") from exc
+    fmt = (meta.get("attributes") or {}).get("format") if isinstance(meta, dict) else None
+    if fmt != FORMAT_NAME:
+        raise StoreError(f"{path} exists and is not a calpipe L1 store (format {fmt!r})")
+
+
+def remove_stale_partials(path: str | Path, scan: int | None = None) -> None:
+    """Remove interrupted partial groups (all, or this scan's) and stray temporary files.
+
+    Only safe while no other writer works on those groups: under the exclusive output lock
+    (in-process), or for its own scan (a Snakemake job).
+    """
+    path = Path(path)
+    pattern = "*" if scan is None else f"*{scan_group_name(scan)}-*"
+    for stale in path.glob(PARTIAL_PREFIX + pattern):
+        log.info("removing an interrupted partial group %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    if scan is None:
+        for stale in list(path.glob(".*.tmp")) + list(path.parent.glob(f".{path.name}.init-*")):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+
+
+def remove_scan_group(path: str | Path, scan: int) -> bool:
+    """Remove the group of a scan that failed in this run (the store describes the latest
+    run); True when there was one."""
+    path = Path(path)
+    final = path / scan_group_name(scan)
+    if not final.exists():
+        return False
+    trash = path / f"{PARTIAL_PREFIX}old-{scan_group_name(scan)}-{os.getpid()}"
+    os.rename(final, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    log.info("removed the L1 group of scan %d (it failed in this run)", scan)
+    return True

@@ -95,14 +95,15 @@ def _float(value: Any) -> float | None:
     return v if np.isfinite(v) else None
 
 
-def read_failures(failures: FailuresArg) -> list[dict[str, Any]]:
-    """A failures.json path (missing -> []) or an already parsed list."""
+def read_failures(failures: FailuresArg) -> list[dict[str, Any]] | None:
+    """A failures.json path or an already parsed list; None when the file does not exist
+    (the failures are then unknown, and the report says so instead of "0 failed")."""
     if failures is None:
-        return []
+        return None
     if isinstance(failures, str | Path):
         path = Path(failures)
         if not path.exists():
-            return []
+            return None
         rows = json.loads(path.read_text())
     else:
         rows = list(failures)
@@ -156,7 +157,7 @@ def collect_rows(l1_store: str | Path, failures: FailuresArg = None) -> list[Sca
     store = Path(l1_store)
     if not (store / "zarr.json").exists():
         raise StoreError(f"{store} is not an L1 store (no zarr.json)")
-    fails = read_failures(store / FAILURES_FILE if failures is None else failures)
+    fails = read_failures(store / FAILURES_FILE if failures is None else failures) or []
     rows = {scan: _row_from_group(store, scan) for scan in l1.list_scans(store)}
     for f in fails:
         scan = int(f.get("scan", -1))
@@ -346,12 +347,14 @@ def _read_summary(summary: str | Path | Mapping[str, Any] | None) -> dict[str, A
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _meta_table(store: Path, summary: Mapping[str, Any], rows: Sequence[ScanRow]) -> str:
+def _meta_table(store: Path, summary: Mapping[str, Any], rows: Sequence[ScanRow],
+                failures_known: bool = True) -> str:
     n_ok = sum(r.status == "ok" for r in rows)
     n_fail = sum(r.status == "failed" for r in rows)
+    failed = f"{n_fail} failed" if failures_known else "failures unknown (no failures.json)"
     items: list[tuple[str, Any]] = [("L1 store", store.resolve()),
-                                    ("scans", f"{n_ok} calibrated, {n_fail} failed")]
-    for key in ("mode", "input_store", "calpipe_version", "config_digest", "exit_code",
+                                    ("scans", f"{n_ok} calibrated, {failed}")]
+    for key in ("orchestration", "input_store", "calpipe_version", "config_digest", "exit_code",
                 "wall_seconds"):
         if key in summary:
             value = summary[key]
@@ -370,7 +373,10 @@ def render_html(l1_store: str | Path, failures: FailuresArg = None,
 
     store = Path(l1_store)
     rows = collect_rows(store, failures)
-    fails = read_failures(store / FAILURES_FILE if failures is None else failures)
+    failures_path = store / FAILURES_FILE if failures is None else failures
+    fails = read_failures(failures_path)
+    known = fails is not None
+    fails = fails or []
     info = _read_summary(store / SUMMARY_FILE if summary is None else summary)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     title = title or f"calpipe campaign report: {store.name}"
@@ -379,11 +385,14 @@ def render_html(l1_store: str | Path, failures: FailuresArg = None,
         f"<title>{_e(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
         f"<h1>{_e(title)}</h1>",
         f"<p>Written {now} by calpipe {_e(__version__)}. QA definitions: docs/qa.md.</p>",
-        _meta_table(store, info, rows),
+        _meta_table(store, info, rows, known),
         '<h2 id="plots">pwv, T_sys and T_rec</h2>',
         _img(summary_png(rows), "campaign summary plot"),
         f'<h2 id="scan-table">Scans ({len(rows)})</h2>', _scan_table(rows),
-        f'<h2 id="failure-table">Failures ({len(fails)})</h2>', _failure_table(fails),
+        f'<h2 id="failure-table">Failures ({len(fails) if known else "unknown"})</h2>',
+        _failure_table(fails) if known else
+        f'<p id="failures-unknown">No failures.json at {_e(failures_path)}: the failures of '
+        "the run that wrote this store are unknown (pass --failures).</p>",
     ]
     if embed_quicklooks:
         from calpipe.quicklook import render_scan

@@ -55,6 +55,11 @@ def detect_mode(sobsmode: np.ndarray, instmode: str | None, override: str = "aut
     return "otf" if (instmode or "").upper().startswith("OTF") else "tp"
 
 
+def off_subscans(sobsmode: np.ndarray) -> np.ndarray:
+    """Indices of the OFF subscans (the only counts the prepare stage reads)."""
+    return np.flatnonzero(np.isin(sobsmode, OFF_MODES))
+
+
 def subscan_midtimes(mjd: np.ndarray, exptime: np.ndarray, n_dumps: int) -> np.ndarray:
     """t = mjd + n_dumps * exptime / 2 / 86400  [MJD]."""
     return mjd + n_dumps * exptime / 2.0 / 86400.0

@@ -1,10 +1,20 @@
 # Shared helpers of the calpipe rules. The logic lives in calpipe.workflow (tested library
 # code); this file only validates the config, reads the scan manifests and names paths.
 import re
+import sys
 
 import calpipe
 from calpipe import workflow as cw
+from calpipe.errors import CalpipeError
 from snakemake.utils import validate
+
+
+def allow_missing_stores():
+    """Lint and dry runs work before any L0 store exists."""
+    return workflow.dryrun or any(
+        arg in ("--lint", "-n", "--dry-run", "--dryrun") for arg in sys.argv
+    )
+
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -12,8 +22,16 @@ validate(config, "../schemas/config.schema.yaml")
 CALIBRATION = cw.calibration_config(config["calibration"])
 
 # scan ids per session, from the manifest: built / refreshed by the main process only, so
-# cluster jobs never open the L0 store to build their DAG
-SCANS = cw.load_manifests(config, main_process=workflow.is_main_process)
+# cluster jobs never open the L0 store to build their DAG. A store that does not exist stops
+# a run with one line; lint and dry runs (a fresh checkout) go on without its scans.
+try:
+    SCANS = cw.load_manifests(
+        config,
+        main_process=workflow.is_main_process,
+        allow_missing=allow_missing_stores(),
+    )
+except CalpipeError as exc:
+    sys.exit(f"calpipe: error: {exc}")
 
 # wildcard constraints (set in the Snakefile): known sessions only, zero-padded scan numbers
 SESSION_PATTERN = "|".join(re.escape(name) for name in SCANS) or "(?!)"
@@ -44,8 +62,19 @@ def all_status(wildcards):
     ]
 
 
-def session_failures():
-    return [f"results/{session}/failures.json" for session in SCANS]
+def session_outputs(name):
+    """A run output (failures.json, run_summary.json) of every session's L1 store."""
+    return [f"results/{session}/l1.zarr/{name}" for session in SCANS]
+
+
+def optional_targets():
+    """Quick-looks and reports of every session, as the config asks."""
+    targets = []
+    if config.get("quicklook", False):
+        targets += [f"results/{session}/quicklook" for session in SCANS]
+    if config.get("report", True):
+        targets += [f"results/{session}/report.html" for session in SCANS]
+    return targets
 
 
 def print_run_message():

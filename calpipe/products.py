@@ -1,0 +1,80 @@
+"""The products of the calibrate stage, before they are written (DESIGN 2.2).
+
+A pure data module: the L1 writer imports it without importing the stages or orchestration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from calpipe.physics import flags as fl
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """Everything one L1 scan group holds (DESIGN 2.2), before writing."""
+
+    scan: int
+    mode: str
+    spectra: np.ndarray  # [C, D, R, A, S_on] f4
+    flags: np.ndarray  # [C, D, R, A, S_on] u2
+    t_sys: np.ndarray  # [C, R, A, S_on] f4
+    weight: np.ndarray  # [C, R, A, S_on] f4
+    t_rec: np.ndarray  # [C, R, A] f4
+    gamma: np.ndarray  # [C, R, A] f4
+    tau_signal: np.ndarray  # [C] or [C, R, A] f4
+    tau_image: np.ndarray
+    tr_signal: np.ndarray  # [C, S_on] or [C, R, A, S_on] f4
+    tr_image: np.ndarray
+    frequency_signal: np.ndarray  # [C] f8
+    frequency_image: np.ndarray
+    mjd: np.ndarray  # [D, S_on] f8
+    otf_lon: np.ndarray  # [D, S_on] f8
+    otf_lat: np.ndarray
+    elevation: np.ndarray  # [S_on] f4
+    azimuth: np.ndarray
+    exptime: np.ndarray
+    pixel_offset_lon: np.ndarray  # [R, A, S_on] f8
+    pixel_offset_lat: np.ndarray
+    atm_fit_observed_k: np.ndarray  # [C, S_off] f4: pixel-averaged S_obs per OFF (calpipe.qa)
+    atm_fit_model_k: np.ndarray  # [C, S_off] f4: S_mod at the fitted pwv
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Shapes, dtypes and the NaN/flag contract; raises ValueError (a bug, not data)."""
+        c, d, r, a, s = self.spectra.shape
+        expect = {
+            "spectra": ((c, d, r, a, s), np.float32), "flags": ((c, d, r, a, s), np.uint16),
+            "t_sys": ((c, r, a, s), np.float32), "weight": ((c, r, a, s), np.float32),
+            "t_rec": ((c, r, a), np.float32), "gamma": ((c, r, a), np.float32),
+            "frequency_signal": ((c,), np.float64), "frequency_image": ((c,), np.float64),
+            "mjd": ((d, s), np.float64), "otf_lon": ((d, s), np.float64),
+            "otf_lat": ((d, s), np.float64), "elevation": ((s,), np.float32),
+            "azimuth": ((s,), np.float32), "exptime": ((s,), np.float32),
+            "pixel_offset_lon": ((r, a, s), np.float64),
+            "pixel_offset_lat": ((r, a, s), np.float64),
+        }
+        k = self.atm_fit_observed_k.shape[-1] if self.atm_fit_observed_k.ndim == 2 else -1
+        expect["atm_fit_observed_k"] = ((c, k), np.float32)
+        expect["atm_fit_model_k"] = ((c, k), np.float32)
+        per_pixel = self.tau_signal.ndim == 3
+        tau_shape = (c, r, a) if per_pixel else (c,)
+        tr_shape = (c, r, a, s) if per_pixel else (c, s)
+        for name in ("tau_signal", "tau_image"):
+            expect[name] = (tau_shape, np.float32)
+        for name in ("tr_signal", "tr_image"):
+            expect[name] = (tr_shape, np.float32)
+        for name, (shape, dtype) in expect.items():
+            arr = getattr(self, name)
+            if arr.shape != shape or arr.dtype != dtype:
+                raise ValueError(f"scan {self.scan}: L1 array {name} is {arr.dtype}{arr.shape}, "
+                                 f"expected {np.dtype(dtype)}{shape}")
+        blank = (self.flags & fl.BLANKING) != 0
+        if np.any(np.isnan(self.spectra) & ~blank):
+            raise ValueError(f"scan {self.scan}: NaN in spectra without a BAD_CHANNEL or "
+                             "FILL_VALUE flag")
+        if not np.all(np.isnan(self.spectra[blank])):
+            raise ValueError(f"scan {self.scan}: flagged samples are not NaN in spectra")
