@@ -11,22 +11,33 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from calpipe import __version__
 
 log = logging.getLogger("calpipe")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr and exit 1 (exit 2 means partial success)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    if verbose == 0 and not quiet:
-        level = logging.WARNING
+    """-q warnings only... errors; default warnings; -v calpipe's info; -vv calpipe's debug.
+
+    Other libraries (zarr, numcodecs, asyncio, matplotlib) stay at WARNING whatever -v says.
+    """
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(show_path=False, rich_tracebacks=False,
                                               console=_console(stderr=True))])
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(
+        verbose, logging.DEBUG)
+    logging.getLogger("calpipe").setLevel(level)
 
 
 def _console(stderr: bool = False) -> Any:
@@ -97,17 +108,25 @@ def build_config(ns: argparse.Namespace) -> Any:
 
 
 def _parse_scans(text: str | None) -> list[int] | None:
-    """'1001,1003-1005' -> [1001, 1003, 1004, 1005]."""
-    if not text:
+    """'1001,1003-1005' -> [1001, 1003, 1004, 1005]; anything else is a ConfigError."""
+    import re
+
+    from calpipe.errors import ConfigError
+
+    if text is None:
         return None
     out: list[int] = []
     for part in text.split(","):
         part = part.strip()
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            out.extend(range(int(lo), int(hi) + 1))
-        elif part:
-            out.append(int(part))
+        match = re.fullmatch(r"([0-9]{1,9})(?:-([0-9]{1,9}))?", part, re.ASCII)
+        if not match:
+            raise ConfigError(f"--scans: {part!r} is not a scan number or a range N-M "
+                              "(e.g. --scans 1001,1003-1005)")
+        lo = int(match.group(1))
+        hi = int(match.group(2) or lo)
+        if hi < lo:
+            raise ConfigError(f"--scans: empty range {part!r}")
+        out.extend(range(lo, hi + 1))
     return out
 
 
@@ -146,6 +165,7 @@ def _cmd_calibrate(ns: argparse.Namespace) -> int:
                 bar.update(task, advance=1, status=f"scan {scan}, {failed} failed")
 
         result = calibrate_store(ns.session, ns.output, config, scans=scans, progress=progress)
+    ns._exit_code = result.exit_code  # kept if stdout is closed while printing below
     if ns.quicklook:
         from calpipe.quicklook import default_quicklook_dir, quicklook_store
 
@@ -153,16 +173,20 @@ def _cmd_calibrate(ns: argparse.Namespace) -> int:
         if not ns.quiet:
             print(f"wrote {len(pngs)} quick-look(s) to {default_quicklook_dir(ns.output)}",
                   file=sys.stderr)
-    if not ns.quiet:
-        _print_summary(result, ns.output)
+    if not ns.quiet:  # with --json, stdout holds the JSON only
+        try:
+            _print_summary(result, ns.output, stderr=ns.json)
+        except SystemExit:  # rich's answer to a closed stdout (it has silenced stdout)
+            return result.exit_code
     if ns.json:
         print(json.dumps({"exit_code": result.exit_code,
                           "succeeded": [s.scan for s in result.successes],
-                          "failed": [f.scan for f in result.failures]}))
+                          "failed": [f.scan for f in result.failures],
+                          "message": result.summary.get("message")}))
     return result.exit_code
 
 
-def _print_summary(result: Any, out: Path) -> None:
+def _print_summary(result: Any, out: Path, stderr: bool = False) -> None:
     from rich.table import Table
 
     table = Table(title=f"calpipe calibrate -> {out}")
@@ -174,14 +198,15 @@ def _print_summary(result: Any, out: Path) -> None:
              for f in result.failures]
     for row in sorted(rows, key=lambda r: r[0]):
         table.add_row(str(row[0]), *row[1:])
-    console = _console()
-    console.print(table)
+    console = _console(stderr=stderr)
+    if result.statuses:
+        console.print(table)
     n_fail = len(result.failures)
-    n_all = n_fail + len(result.successes)
     if n_fail:
+        n_all = n_fail + len(result.successes)
         console.print(f"{n_fail} of {n_all} scans failed, see {Path(out) / 'failures.json'}")
     else:
-        console.print(f"all {n_all} scans calibrated")
+        console.print(result.summary.get("message", ""))
 
 
 # -- report (issue 8, calpipe.report) ---------------------------------------------------------
@@ -254,10 +279,13 @@ def _cmd_run(ns: argparse.Namespace, rest: list[str]) -> int:
         cmd += ["--workflow-profile", str(default_profile)]
     cmd += list(rest)
     log.info("running: %s", " ".join(cmd))
-    proc = subprocess.run(cmd, check=False)
-    if proc.returncode != 0:
-        print(f"calpipe run: snakemake failed (exit {proc.returncode})", file=sys.stderr)
+    returncode = _wait_for_snakemake(subprocess.Popen(cmd))
+    if returncode != 0:
+        print(f"calpipe run: snakemake failed (exit {returncode})", file=sys.stderr)
         return 1
+    if "--unlock" in rest:
+        print(f"calpipe run: unlocked {directory.resolve()}")
+        return 0
     if any(a in ("-n", "--dry-run", "--dryrun", "--lint", "--report") or a.startswith("--report")
            for a in rest):
         return 0
@@ -268,6 +296,21 @@ def _cmd_run(ns: argparse.Namespace, rest: list[str]) -> int:
         return 1
     print(summary["message"])
     return int(summary["exit_code"])
+
+
+def _wait_for_snakemake(proc: Any) -> int:
+    """Wait for snakemake; Ctrl-C reaches it through the terminal's process group, so here we
+    only keep waiting while it cleans up (no lock or half-written outputs left behind)."""
+    import signal
+
+    while True:
+        try:
+            return int(proc.wait())
+        except KeyboardInterrupt:
+            print("calpipe run: interrupted; waiting for snakemake to clean up",
+                  file=sys.stderr)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
 
 
 def _cmd_manifest(ns: argparse.Namespace) -> int:
@@ -347,11 +390,25 @@ def _add_calibration_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="calpipe", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="calpipe", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"calpipe {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    parser.add_argument("-q", "--quiet", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    verbosity = _Parser(add_help=False)
+    verbosity.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                           help="-v: calpipe's stage-level progress; -vv: calpipe's debug "
+                                "output (other libraries stay quiet)")
+    verbosity.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                           help="errors only, no progress bar or summary table")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="as after a command (-v info, -vv debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", default=False,
+                        help="as after a command")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _orig_add = sub.add_parser
+
+    def add_parser(name: str, **kwargs: Any) -> Any:  # -v / -q also after the command
+        return _orig_add(name, parents=[verbosity], **kwargs)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     p = sub.add_parser("simulate", help="write a synthetic L0 session (and its truth)")
     p.add_argument("output", type=Path)
@@ -433,9 +490,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileExistsError as exc:
         print(f"calpipe: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # stdout closed early (| head): the work itself is done
+        _silence_stdout()
+        return int(getattr(ns, "_exit_code", 0))
+    except OSError as exc:  # disk full, read-only output, ...: one line, exit 1
+        print(f"calpipe: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("calpipe: interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, send further output (and the interpreter's final flush) nowhere."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

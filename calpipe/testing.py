@@ -198,3 +198,71 @@ def write_synthetic_manifest(workdir: str | Path, n: int, session: str = "big") 
     config.write_text(yaml.safe_dump({"stores": {session: store},
                                       "manifest": {"refresh": False}}))
     return config
+
+
+# -- shared assertions and runners of the mode tests ------------------------------------------
+
+#: run_summary.json keys that may differ between an in-process and a Snakemake run
+MODE_DEPENDENT_SUMMARY_KEYS = ("orchestration", "utc", "wall_seconds", "input_store",
+                               "output_store", "stage_seconds_total")
+
+
+def comparable_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """A run summary without what may differ between the modes (and per-scan timings)."""
+    out = {k: v for k, v in summary.items() if k not in MODE_DEPENDENT_SUMMARY_KEYS}
+    out["scans"] = [{k: v for k, v in s.items() if k != "timings_s"}
+                    for s in summary.get("scans", [])]
+    return out
+
+
+def assert_l1_equal(a: str | Path, b: str | Path, scans: list[int] | None = None) -> None:
+    """Two L1 stores hold the same scans, every array identical (NaN == NaN), the same
+    attributes but timings, and the same provenance but its time."""
+    import numpy as np
+    import zarr
+
+    from calpipe import l1
+
+    a, b = Path(a), Path(b)
+    assert l1.list_scans(a) == l1.list_scans(b), (l1.list_scans(a), l1.list_scans(b))
+    if scans is not None:
+        assert l1.list_scans(a) == list(scans)
+    for scan in l1.list_scans(a):
+        ga = zarr.open_group(str(a / f"scan_{scan:06d}"), mode="r")
+        gb = zarr.open_group(str(b / f"scan_{scan:06d}"), mode="r")
+        assert sorted(ga.array_keys()) == sorted(gb.array_keys())
+        for name in ga.array_keys():
+            x, y = ga[name][...], gb[name][...]
+            assert x.dtype == y.dtype and x.shape == y.shape, (scan, name)
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), (scan, name)
+        attrs_a = {k: v for k, v in ga.attrs.items() if k not in ("timings_s", "provenance")}
+        attrs_b = {k: v for k, v in gb.attrs.items() if k not in ("timings_s", "provenance")}
+        assert attrs_a == attrs_b, scan
+        pa = {k: v for k, v in dict(ga.attrs["provenance"]).items() if k != "utc"}
+        pb = {k: v for k, v in dict(gb.attrs["provenance"]).items() if k != "utc"}
+        assert pa == pb, scan
+
+
+def snakemake_command(workdir: str | Path, *args: str) -> list[str]:
+    """The real ``snakemake`` of this environment on the repository's workflow, with the
+    default profile, in ``workdir`` (config: ``workdir/config.yaml``)."""
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    exe = Path(sys.executable).parent / "snakemake"
+    return [str(exe), "--snakefile", str(repo / "workflow" / "Snakefile"), "--directory",
+            str(workdir), "--configfile", str(Path(workdir) / "config.yaml"),
+            "--workflow-profile", str(repo / "profiles" / "default"), *args]
+
+
+def run_snakemake(workdir: str | Path, *args: str, check: bool = True,
+                  timeout: float = 600) -> Any:
+    """Run :func:`snakemake_command`; raise with its output tail when it fails and ``check``."""
+    import subprocess
+
+    proc = subprocess.run(snakemake_command(workdir, *args), cwd=workdir, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-6000:]}")
+    return proc

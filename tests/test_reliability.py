@@ -44,7 +44,7 @@ from calpipe import workflow as cw
 from calpipe.atmosphere.table import AtmosphereTable
 from calpipe.atmosphere.tableio import load_table, save_table
 from calpipe.config import CalibrationConfig
-from calpipe.faults import (
+from faults import (
     HOSTILE_ATTRIBUTES,
     HUGE_ATTRIBUTE_BYTES,
     NESTED_GROUP,

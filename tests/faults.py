@@ -465,7 +465,7 @@ SCAN_FAULTS: dict[str, ScanFault] = {f.name: f for f in (
     ScanFault("thot_negative", "load temperature negative", thot_negative,
               _x("BadLoadError", "resolve", f"{_CAL}/thot", "not finite and positive"), True),
     ScanFault("all_fill", "all-fill data", all_fill,
-              _x("L0FormatError", "load", "source/data_5d", "fill value")),
+              _x("L0FormatError", "prepare", "source/data_5d", "fill value")),
     ScanFault("metadata_nan", "NaN in metadata", metadata_nan,
               _x("MetadataError", "load", "source/tamb", "non-finite")),
     ScanFault("metadata_inf", "inf in metadata", metadata_inf,

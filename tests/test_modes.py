@@ -1,0 +1,84 @@
+"""The two orchestration modes agree by construction (issue 11): on a session with broken scans
+of several kinds, the in-process run and the Snakemake workflow write the same L1 arrays, the
+same failures.json and the same run_summary.json (but what is mode-dependent: timings, paths,
+orchestration), and a rerun after scans start failing leaves the same store in both modes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from faults import inject
+
+from calpipe import l1
+from calpipe.atmosphere.tableio import save_table
+from calpipe.pipeline import calibrate_store
+from calpipe.testing import (
+    analytic_table,
+    assert_l1_equal,
+    comparable_summary,
+    make_session,
+    run_snakemake,
+)
+from calpipe.workflow import calibration_config
+
+#: one fault per kind of stage: load (metadata, chunk of an ON subscan), resolve, prepare,
+#: atmosphere-free all-fill (prepare), and one scan that stays good
+FAULTS = {1001: "missing_off", 1002: "metadata_nan", 1004: "truncated_chunk",
+          1005: "all_fill", 1007: "hot_not_above_cold"}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wd = tmp_path_factory.mktemp("modes")
+    save_table(analytic_table(), wd / "table.npz")
+    make_session(wd / "s.zarr", table=analytic_table(), n_scans=9, load_every=3)
+    config = {"stores": {"s": "s.zarr"}, "report": False,
+              "calibration": {"atmosphere_table": "table.npz"}}
+    (wd / "config.yaml").write_text(yaml.safe_dump(config))
+    return wd
+
+
+def _both(wd: Path) -> tuple[Path, Path]:
+    config = calibration_config({"atmosphere_table": str(wd / "table.npz")})
+    inproc = wd / "inprocess.zarr"
+    calibrate_store(wd / "s.zarr", inproc, config)
+    run_snakemake(wd, "--cores", "2")
+    return inproc, wd / "results" / "s" / "l1.zarr"
+
+
+def _read(path: Path) -> object:
+    return json.loads(path.read_text())
+
+
+def test_modes_agree_on_a_rerun_with_broken_scans(workspace: Path) -> None:
+    wd = workspace
+    inproc, workflow = _both(wd)  # clean: every science scan calibrated in both
+    assert l1.list_scans(inproc) == l1.list_scans(workflow) == [1001, 1002, 1004, 1005, 1007,
+                                                                1008]
+    assert_l1_equal(inproc, workflow)
+
+    applied = {}
+    for scan, name in FAULTS.items():
+        try:
+            inject(wd / "s.zarr", scan, name)
+            applied[scan] = name
+        except ValueError:  # an injector that needs the scan's own loads
+            continue
+    assert len(applied) >= 4, applied
+    inproc, workflow = _both(wd)
+
+    # the failed scans' groups of the clean run are gone in both stores
+    good = sorted({1001, 1002, 1004, 1005, 1007, 1008} - set(applied))
+    assert_l1_equal(inproc, workflow, good)
+    fail_in, fail_wf = _read(inproc / "failures.json"), _read(workflow / "failures.json")
+    assert fail_in == fail_wf
+    assert [row["scan"] for row in fail_in] == sorted(applied)  # type: ignore[index]
+    sum_in, sum_wf = _read(inproc / "run_summary.json"), _read(workflow / "run_summary.json")
+    assert comparable_summary(sum_in) == comparable_summary(sum_wf)  # type: ignore[arg-type]
+    assert sum_in["orchestration"] == "in-process"  # type: ignore[index]
+    assert sum_wf["orchestration"] == "snakemake"  # type: ignore[index]
+    assert sum_in["exit_code"] == 2  # type: ignore[index]
