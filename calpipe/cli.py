@@ -164,7 +164,9 @@ def _cmd_calibrate(ns: argparse.Namespace) -> int:
                 failed += event == "failed"
                 bar.update(task, advance=1, status=f"scan {scan}, {failed} failed")
 
-        result = calibrate_store(ns.session, ns.output, config, scans=scans, progress=progress)
+        existing = "overwrite" if ns.overwrite else ("add" if ns.add else "refuse")
+        result = calibrate_store(ns.session, ns.output, config, scans=scans, progress=progress,
+                                 existing=existing)
     ns._exit_code = result.exit_code  # kept if stdout is closed while printing below
     if ns.quicklook:
         from calpipe.quicklook import default_quicklook_dir, quicklook_store
@@ -442,7 +444,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="L1 store to write")
     p.add_argument("--scans", help="scan selection, e.g. 1001,1003-1005")
     p.add_argument("--quicklook", action="store_true", help="write a PNG per scan")
-    p.add_argument("--json", action="store_true", help="print a JSON line with the result")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON line with the result on stdout (the table goes to "
+                        "stderr)")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace scan groups that OUTPUT holds from a run with other "
+                               "calibration options (default: refuse)")
+    existing.add_argument("--add", action="store_true",
+                          help="keep such groups next to this run's scans")
     _add_calibration_options(p)
     p.set_defaults(func=_cmd_calibrate)
 

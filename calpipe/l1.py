@@ -329,3 +329,39 @@ def remove_scan_group(path: str | Path, scan: int) -> bool:
     shutil.rmtree(trash, ignore_errors=True)
     log.info("removed the L1 group of scan %d (it failed in this run)", scan)
     return True
+
+
+def stored_config_digests(path: str | Path) -> dict[int, str]:
+    """{scan: configuration digest} of the complete groups of an L1 store (metadata only)."""
+    out: dict[int, str] = {}
+    for scan in list_scans(path):
+        try:
+            meta = json.loads((Path(path) / scan_group_name(scan) / "zarr.json").read_text())
+            digest = meta["attributes"]["provenance"]["config_digest"]
+        except (OSError, ValueError, KeyError, TypeError):
+            digest = ""
+        out[scan] = str(digest)
+    return out
+
+
+def check_existing(path: str | Path, config_digest: str, existing: str) -> list[int]:
+    """Decide what happens to scan groups an earlier run left in ``path``.
+
+    ``existing``: ``refuse`` (default) raises a StoreError when a group was calibrated with
+    other options; ``overwrite`` removes every group first; ``add`` keeps them. Returns the
+    scans whose groups were removed.
+    """
+    digests = stored_config_digests(path)
+    if existing == "overwrite":
+        for scan in digests:
+            remove_scan_group(path, scan)
+        return sorted(digests)
+    other = sorted(s for s, d in digests.items() if d != config_digest)
+    if other and existing != "add":
+        shown = ", ".join(map(str, other[:8])) + (" ..." if len(other) > 8 else "")
+        raise StoreError(
+            f"{path} holds {len(other)} scan group(s) calibrated with other options "
+            f"(scans {shown}; config digest {digests[other[0]] or 'unknown'}, this run "
+            f"{config_digest}): choose another output, or pass --overwrite to replace them, "
+            "or --add to keep them next to this run's scans")
+    return []

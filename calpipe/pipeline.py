@@ -185,11 +185,18 @@ def select_scans(session: Session, scans: Sequence[int] | None) -> list[int]:
 def calibrate_store(store: str | Path, out: str | Path,
                     config: CalibrationConfig = CalibrationConfig(), *,
                     scans: Sequence[int] | None = None, table: AtmosphereTable | None = None,
-                    progress: ProgressCallback | None = None) -> PipelineResult:
+                    progress: ProgressCallback | None = None,
+                    existing: str = "refuse") -> PipelineResult:
     """Calibrate every source scan of ``store`` into the L1 store ``out`` (prefetch mode).
 
     Writes ``failures.json`` (always, possibly empty) and ``run_summary.json`` into ``out``.
+    The store then describes this run: the group of a scan that fails now is removed, and
+    (when all scans are calibrated, ``scans`` None) so are groups of scans that are no longer
+    in the input. Groups calibrated with other options are refused unless ``existing`` is
+    ``overwrite`` (remove them) or ``add`` (keep them) - see :func:`calpipe.l1.check_existing`.
     """
+    if existing not in ("refuse", "overwrite", "add"):
+        raise ConfigError(f"existing must be refuse, overwrite or add, not {existing!r}")
     store, out = Path(store), Path(out)
     t_start = time.perf_counter()
     session = open_session(store)
@@ -199,13 +206,20 @@ def calibrate_store(store: str | Path, out: str | Path,
     with l1.output_lock(out):
         l1.init_store(out)
         invalidate_run_outputs(out)
+        removed = l1.check_existing(out, config.digest, existing)
+        if scans is None:  # a full run: groups of scans no longer in the input go
+            gone = sorted(set(l1.list_scans(out)) - set(todo))
+            for scan in gone:
+                l1.remove_scan_group(out, scan)
+            removed += gone
         _run_loop(session, todo, out, config, table, result, progress)
         result.statuses.sort(key=lambda s: s.scan)
         result.summary = run_summary(
             result.statuses, orchestration="in-process", input_store=str(store),
             output_store=str(out), config_digest=config.digest,
             wall_seconds=time.perf_counter() - t_start,
-            ignored_groups=result.ignored_groups)
+            ignored_groups=result.ignored_groups,
+            removed_groups=[f"scan_{n:06d}" for n in sorted(set(removed))])
         write_run_outputs(out, result.statuses, result.summary)
     return result
 

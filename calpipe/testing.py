@@ -228,8 +228,8 @@ def assert_l1_equal(a: str | Path, b: str | Path, scans: list[int] | None = None
     if scans is not None:
         assert l1.list_scans(a) == list(scans)
     for scan in l1.list_scans(a):
-        ga = zarr.open_group(str(a / f"scan_{scan:06d}"), mode="r")
-        gb = zarr.open_group(str(b / f"scan_{scan:06d}"), mode="r")
+        ga: Any = zarr.open_group(str(a / f"scan_{scan:06d}"), mode="r")
+        gb: Any = zarr.open_group(str(b / f"scan_{scan:06d}"), mode="r")
         assert sorted(ga.array_keys()) == sorted(gb.array_keys())
         for name in ga.array_keys():
             x, y = ga[name][...], gb[name][...]

@@ -82,3 +82,37 @@ def test_modes_agree_on_a_rerun_with_broken_scans(workspace: Path) -> None:
     assert sum_in["orchestration"] == "in-process"  # type: ignore[index]
     assert sum_wf["orchestration"] == "snakemake"  # type: ignore[index]
     assert sum_in["exit_code"] == 2  # type: ignore[index]
+
+
+def test_output_describes_the_latest_run(tmp_path: Path) -> None:
+    """Other options are refused (--overwrite / --add say how); groups of scans that left the
+    input are removed, in both modes."""
+    import shutil
+
+    from calpipe.errors import StoreError
+
+    save_table(analytic_table(), tmp_path / "table.npz")
+    store = make_session(tmp_path / "s.zarr", table=analytic_table())
+    config = calibration_config({"atmosphere_table": str(tmp_path / "table.npz")})
+    out = tmp_path / "inprocess.zarr"
+    calibrate_store(store, out, config)
+    other = config.replace(pwv_fixed_mm=1.2)
+    with pytest.raises(StoreError, match="--overwrite"):
+        calibrate_store(store, out, other, scans=[1001])
+    calibrate_store(store, out, other, scans=[1001], existing="add")
+    assert l1.list_scans(out) == [1001, 1002, 1004, 1005]
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {"stores": {"s": "s.zarr"}, "report": False,
+         "calibration": {"atmosphere_table": "table.npz"}}))
+    run_snakemake(tmp_path, "--cores", "2")
+    workflow = tmp_path / "results" / "s" / "l1.zarr"
+    assert l1.list_scans(workflow) == [1001, 1002, 1004, 1005]
+
+    shutil.rmtree(store / "scan_001005")  # the scan leaves the input
+    result = calibrate_store(store, out, config, existing="overwrite")
+    run_snakemake(tmp_path, "--cores", "2")
+    assert l1.list_scans(out) == l1.list_scans(workflow) == [1001, 1002, 1004]
+    assert "scan_001005" in result.summary["removed_groups"]
+    assert "scan_001005" in _read(workflow / "run_summary.json")["removed_groups"]  # type: ignore[index]
+    assert_l1_equal(out, workflow)

@@ -33,11 +33,12 @@ def aggregate(status_files: Sequence[str | Path], results_dir: str | Path,
         campaign_ignored += [f"{name}/{g}" for g in ignored]
         out = l1_path(name, results)
         out.mkdir(parents=True, exist_ok=True)
+        removed = _remove_stale_groups(out, manifest)
         summary = run_summary(rows, orchestration="snakemake",
                               input_store=str(manifest.get("store", "")),
                               output_store=str(out), config_digest=config_digest,
                               wall_seconds=time.time() - manifest.get("_mtime", time.time()),
-                              ignored_groups=ignored)
+                              ignored_groups=ignored, removed_groups=removed)
         write_run_outputs(out, rows, summary)
     campaign = run_summary(statuses, orchestration="snakemake",
                            input_store=", ".join(sessions), output_store=str(results_dir),
@@ -49,6 +50,21 @@ def aggregate(status_files: Sequence[str | Path], results_dir: str | Path,
                             for name in sessions}
     write_run_outputs(results_dir, statuses, campaign, with_session=True)
     return campaign
+
+
+def _remove_stale_groups(out: Path, manifest: Mapping[str, Any]) -> list[str]:
+    """Groups of scans that are no longer in the input store go (as in-process)."""
+    from calpipe import l1
+    from calpipe.schema import scan_group_name
+
+    if "scans" not in manifest or not (out / "zarr.json").exists():
+        return []
+    wanted = {int(s) for s in manifest["scans"]}
+    gone = sorted(set(l1.list_scans(out)) - wanted)
+    with l1.output_lock(out, shared=True):
+        for scan in gone:
+            l1.remove_scan_group(out, scan)
+    return [scan_group_name(n) for n in gone]
 
 
 def _manifest(session: str, results: str) -> Mapping[str, Any]:
