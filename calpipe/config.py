@@ -58,6 +58,10 @@ class CalibrationConfig:
     clip_trec: float = 5.0  # x the band median of T_rec,SSB per pixel
     clip_smooth_channels: int = 16  # boxcar width for the smoothed maximum
     t_cmb: float = 2.725
+    # input bounds (issue 12), enforced by the L0 reader (calpipe.l0.ReadLimits.from_config)
+    max_scan_gib: float = 8.0  # in-memory (float64) size of one data_5d / any one array
+    max_chunks_per_array: int = 1_000_000
+    min_elevation_deg: float = 5.0  # smallest accepted source elevation
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -81,6 +85,16 @@ class CalibrationConfig:
             raise ConfigError("clip_trec must be > 1")
         if self.clip_smooth_channels < 1:
             raise ConfigError("clip_smooth_channels must be >= 1")
+        for name in ("max_scan_gib", "max_chunks_per_array", "min_elevation_deg"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"option '{name}' = {value!r}; expected a number")
+        if not self.max_scan_gib > 0:
+            raise ConfigError("max_scan_gib must be > 0")
+        if self.max_chunks_per_array < 1:
+            raise ConfigError("max_chunks_per_array must be >= 1")
+        if not 0 <= self.min_elevation_deg < 90:
+            raise ConfigError("min_elevation_deg must be in [0, 90)")
 
     # -- construction -------------------------------------------------------------------
     @classmethod

@@ -65,5 +65,10 @@ class AtmosphereError(CalibrationError):
     """The atmosphere stage failed: pwv fit not converged, on a grid edge, or table range."""
 
 
+class NoValidDataError(CalibrationError):
+    """The calibration ran but produced no usable sample (all NaN / all flagged, or values
+    that overflow): never reported as calibrated (issue 12)."""
+
+
 class ArtifactError(CalibrationError):
     """A stage artifact is unreadable or belongs to another scan/config."""

@@ -27,7 +27,7 @@ from calpipe.physics.atmosphere import (
     residual_rms,
     transmissions,
 )
-from calpipe.physics.calibrate import calibrate_full
+from calpipe.physics.calibrate import calibrate_full, check_usable
 from calpipe.physics.loads import BadChannelRule, CalibrationLoadFull, resolve_loads
 from calpipe.physics.radiometry import PhysicsConstants
 from calpipe.physics.reference import PreparedData, prepare_references
@@ -44,10 +44,17 @@ __all__ = ["CalibrationResult", "ScanGeometry", "atmosphere", "calibrate", "prep
 
 # -- instrument parameters --------------------------------------------------------------------
 
+#: smallest accepted signal-sideband weight w_s = g_s x_s / (g_s x_s + g_i x_i): T_A* scales
+#: as 1 / w_s, and a signal sideband suppressed 13 dB below the image is a misconfiguration
+MIN_SIGNAL_WEIGHT = 0.05
+
+
 def instrument_parameters(scan: ScanData, config: CalibrationConfig) -> InstrumentParameters:
     """g_s x_s, g_i x_i, f_eff: scan attributes first, then configuration (DESIGN 3.1).
 
     A value found in neither is a per-scan error naming the attribute and the config option.
+    A value must be a real number (not a bool, not a string: issue 12), finite, the gains in
+    [0, 1], f_eff in (0, 1], and w_s >= MIN_SIGNAL_WEIGHT.
     """
     values: dict[str, float] = {}
     source: dict[str, str] = {}
@@ -61,17 +68,23 @@ def instrument_parameters(scan: ScanData, config: CalibrationConfig) -> Instrume
             raise MetadataError(f"instrument parameter '{name}' is neither a scan attribute nor "
                                 f"set in the configuration (calibration.{name})",
                                 scan=scan.scan, array=f"attrs/{name}")
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise MetadataError(f"instrument parameter '{name}' = {raw!r} is not a number",
-                                scan=scan.scan, array=f"attrs/{name}") from None
-        if not np.isfinite(value) or value < 0 or (name == "f_eff" and not 0 < value <= 1):
-            raise MetadataError(f"instrument parameter '{name}' = {value} is out of range",
+        if isinstance(raw, bool) or not isinstance(raw, int | float | np.integer | np.floating):
+            raise MetadataError(f"instrument parameter '{name}' = {str(raw)[:80]!r} "
+                                f"({type(raw).__name__}, from the {where}) is not a number",
                                 scan=scan.scan, array=f"attrs/{name}")
+        value = _as_float(raw)
+        limit = (0 < value <= 1) if name == "f_eff" else (0 <= value <= 1)
+        if not np.isfinite(value) or not limit:
+            expect = "0 < f_eff <= 1" if name == "f_eff" else f"0 <= {name} <= 1"
+            raise MetadataError(f"instrument parameter '{name}' = {value} (from the {where}) is "
+                                f"out of range ({expect})", scan=scan.scan,
+                                array=f"attrs/{name}")
         values[name], source[name] = value, where
-    if values["gs_xs"] + values["gi_xi"] <= 0 or values["gs_xs"] == 0:
-        raise MetadataError("sideband gains g_s x_s + g_i x_i must be > 0 with g_s x_s > 0",
+    total = values["gs_xs"] + values["gi_xi"]
+    if total <= 0 or values["gs_xs"] / total < MIN_SIGNAL_WEIGHT:
+        raise MetadataError(f"sideband gains g_s x_s = {values['gs_xs']}, g_i x_i = "
+                            f"{values['gi_xi']}: the signal weight w_s = g_s x_s / (g_s x_s + "
+                            f"g_i x_i) must be >= {MIN_SIGNAL_WEIGHT}",
                             scan=scan.scan, array="attrs/gs_xs")
     return InstrumentParameters(values["gs_xs"], values["gi_xi"], values["f_eff"], source)
 
@@ -210,6 +223,7 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         scan.counts, on, prepared.c_ref, load.gamma, load.bad_channel, load.w_s, load.f_eff,
         atm.tr_signal, float(scan.meta.freq_res[0]), scan.meta.exptime[on],
     )
+    check_usable(scan.scan, arrays.spectra, arrays.flags)  # issue 12: no all-NaN "success"
     m = scan.meta
     n_d = scan.counts.shape[1]
     mjd = m.mjd[on][None, :] + np.arange(n_d)[:, None] * m.exptime[on][None, :] / 86400.0
@@ -258,18 +272,27 @@ def _median_per_pixel(values: np.ndarray) -> list[list[float | None]]:
     return out
 
 
+def _as_float(raw: Any) -> float:
+    """float(raw), inf for an integer too large for a float (JSON ints are unbounded)."""
+    try:
+        return float(raw)
+    except OverflowError:
+        return float("inf")
+
+
 def _optional_number(scan: ScanData, name: str) -> float | None:
     """A numeric scan attribute, None when absent. Issue 6: a non-numeric value (e.g. a
     string) used to raise a bare ValueError from float(), which stopped the whole run; it is
-    a per-scan data problem."""
+    a per-scan data problem. Issue 12: only a real, finite number is one (a bool or a numeric
+    string is not)."""
     raw = scan.attrs.get(name)
     if raw is None:
         return None
-    try:
-        return float(raw)
-    except (TypeError, ValueError):
+    if isinstance(raw, bool) or not isinstance(raw, int | float | np.integer | np.floating) \
+            or not np.isfinite(_as_float(raw)):
         raise MetadataError(f"scan attribute '{name}' = {str(raw)[:80]!r} is not a number",
-                            scan=scan.scan, array=f"attrs/{name}") from None
+                            scan=scan.scan, array=f"attrs/{name}")
+    return _as_float(raw)
 
 
 def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,

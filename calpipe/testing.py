@@ -266,3 +266,31 @@ def run_snakemake(workdir: str | Path, *args: str, check: bool = True,
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
                              f"{proc.stderr[-6000:]}")
     return proc
+
+
+def metadata_file(store: str | Path, scan: int, path: str) -> Path:
+    """The zarr metadata file (zarr.json, or .zarray / .zgroup for v2) of a node of a scan."""
+    node = array_dir(store, scan, path)
+    for name in ("zarr.json", ".zarray", ".zgroup"):
+        if (node / name).exists():
+            return node / name
+    raise FileNotFoundError(f"no zarr metadata file in {node}")
+
+
+def edit_metadata(store: str | Path, scan: int, path: str, edit: Any) -> Path:
+    """Apply ``edit(meta: dict) -> None`` to the parsed JSON metadata of a node of a scan
+    (``path`` "" for the scan group) and write it back; returns the file."""
+    import json
+
+    meta_path = metadata_file(store, scan, path)
+    meta = json.loads(meta_path.read_text())
+    edit(meta)
+    meta_path.write_text(json.dumps(meta))
+    return meta_path
+
+
+def chunk_shape_key(meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Where a metadata dict keeps the chunk shape: (container, key), for v3 and v2."""
+    if meta.get("zarr_format") == 2:
+        return meta, "chunks"
+    return meta["chunk_grid"]["configuration"], "chunk_shape"

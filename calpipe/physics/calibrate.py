@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from calpipe.errors import NoValidDataError
 from calpipe.physics import flags as fl
 
 CHANNEL_BLOCK = 512
@@ -88,3 +89,36 @@ def calibrate_full(
         t_sys=t_sys.astype(np.float32),
         weight=weight.astype(np.float32),
     )
+
+
+def check_usable(scan: int, spectra: np.ndarray, flags: np.ndarray) -> None:
+    """No silent false success (issue 12): the calibrated scan must hold at least one finite
+    T_A* sample, and every sample that is not blanked (BAD_CHANNEL | FILL_VALUE) must be
+    finite (an overflow of float32, |T_A*| > 3.4e38 K, means absurd gains or counts).
+
+    Raises ``NoValidDataError`` naming the cause: every ON sample missing (fill), every channel
+    unusable (BAD_CHANNEL: loads, or a non-finite factor 1 / (gamma w_s f_eff tr_s)), or both.
+    """
+    finite = np.isfinite(spectra)
+    if not finite.any():
+        n = spectra.size
+        fill = int(np.count_nonzero(flags & fl.FILL_VALUE))
+        bad = int(np.count_nonzero(flags & fl.BAD_CHANNEL))
+        if fill == n:
+            raise NoValidDataError("no usable sample: every ON sample is missing (int32 fill in "
+                                   "the ON subscans or in their OFF references)", scan=scan,
+                                   array="source/data_5d")
+        if bad == n:
+            raise NoValidDataError("no usable sample: every channel is BAD_CHANNEL (the loads, "
+                                   "or a calibration factor 1 / (gamma w_s f_eff tr_s) that is "
+                                   "not finite: gains, elevation, opacity)", scan=scan,
+                                   array="spectra")
+        raise NoValidDataError(f"no usable sample: every T_A* is NaN ({100 * bad / n:.1f} % "
+                               f"BAD_CHANNEL, {100 * fill / n:.1f} % FILL_VALUE)", scan=scan,
+                               array="spectra")
+    blank = (flags & fl.BLANKING) != 0
+    overflow = ~finite & ~blank
+    if overflow.any():
+        raise NoValidDataError(f"{int(np.count_nonzero(overflow))} T_A* sample(s) are not "
+                               "finite without a blanking flag (float32 overflow: absurd gains "
+                               "or counts)", scan=scan, array="spectra")
