@@ -35,8 +35,13 @@ FILL_VALUE = np.iinfo(np.int32).min
 # int() accepts ("scan_\u0661\u0660\u0660\u0661" parsed as scan 1001 and clashed with
 # scan_001001, a fatal StoreError), and ``$`` also matches before a trailing newline.
 SCAN_GROUP = re.compile(r"scan_([0-9]{1,9})", re.ASCII)
-SOURCE_MODES = ("ON", "OFF", "OTF-ON", "OTF-OFF")
-CALIBRATION_MODES = ("HOT", "COLD", "COL", "SKY", "ZERO")
+# BEAM1 / BEAM2: the two halves of a beam-switched Nod pair (issue 16, GBT PROCSCAN); the
+# scan attribute ``nod_beams`` names the two receivers. VANE: a chopper-wheel (ambient
+# absorber) subscan, calibrated with a SKY subscan (calpipe.physics.chopper).
+SOURCE_MODES = ("ON", "OFF", "OTF-ON", "OTF-OFF", "BEAM1", "BEAM2")
+CALIBRATION_MODES = ("HOT", "COLD", "COL", "SKY", "ZERO", "VANE")
+FLOAT_DATA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT_COUNTS_ATTR = "float_counts"  # data_5d attribute that declares the float variant
 
 # name -> (required, numpy kind, dtype for the in-memory value)
 SUBSCAN_ARRAYS: dict[str, tuple[bool, str]] = {
@@ -384,16 +389,26 @@ def _read_counts(group: Any, scan: int, where: str, digest: Any = None) -> np.nd
     if len(arr.shape) != 5:
         raise L0FormatError(f"expected 5 dimensions [C, D, R, A, S], got shape {arr.shape}",
                             scan=scan, array=label)
-    if np.dtype(arr.dtype) != np.int32:
-        raise L0FormatError(f"expected dtype int32, got {arr.dtype}", scan=scan, array=label)
+    dtype = np.dtype(arr.dtype)
+    # issue 16: the float variant - float32 / float64 data_5d declared by the array attribute
+    # ``float_counts: true`` (imported data that int32 cannot hold exactly, e.g. GBT SDFITS
+    # float32 spectra); NaN is its fill value. An undeclared float array stays an error.
+    is_float = dtype in FLOAT_DATA_DTYPES and arr.attrs.get(FLOAT_COUNTS_ATTR) is True
+    if dtype != np.int32 and not is_float:
+        hint = (f" (float32/float64 need the array attribute {FLOAT_COUNTS_ATTR}: true)"
+                if dtype in FLOAT_DATA_DTYPES else "")
+        raise L0FormatError(f"expected dtype int32, got {arr.dtype}{hint}", scan=scan,
+                            array=label)
     if min(arr.shape) == 0:
         raise L0FormatError(f"empty array, shape {arr.shape}", scan=scan, array=label)
     # zarr silently reads an absent chunk as the array's fill_value: unless that is the int32
     # fill (absent = no data -> NaN), a deleted chunk file would become fake counts.
-    if arr.fill_value != FILL_VALUE and arr.nchunks_initialized < arr.nchunks:
+    fill_is_nodata = bool(np.isnan(arr.fill_value)) if is_float else arr.fill_value == FILL_VALUE
+    if not fill_is_nodata and arr.nchunks_initialized < arr.nchunks:
+        nodata = "NaN" if is_float else "the int32 fill"
         raise L0FormatError(f"{arr.nchunks - arr.nchunks_initialized} of {arr.nchunks} chunk "
-                            f"file(s) missing (fill_value {arr.fill_value} is not the int32 "
-                            "fill)", scan=scan, array=label)
+                            f"file(s) missing (fill_value {arr.fill_value} is not {nodata})",
+                            scan=scan, array=label)
     # subscan-major memory: out[..., s] is one contiguous block (CCAT keeps a Vec of [C, D, R, A]
     # arrays for the same reason), while the public shape stays [C, D, R, A, S]
     c, d, r, a, n_s = arr.shape
@@ -404,7 +419,7 @@ def _read_counts(group: Any, scan: int, where: str, digest: Any = None) -> np.nd
         if digest is not None:
             digest.update(np.ascontiguousarray(raw).tobytes())
         np.copyto(out[..., s], raw, casting="unsafe")
-        fill = raw == FILL_VALUE
+        fill = np.isnan(raw) if is_float else raw == FILL_VALUE
         n_fill = int(np.count_nonzero(fill))
         if n_fill:  # the scatter costs a pass over the mask: only when there is fill
             out[..., s][fill] = np.nan
@@ -412,8 +427,8 @@ def _read_counts(group: Any, scan: int, where: str, digest: Any = None) -> np.nd
     # issue 6: an all-fill array is "no data", whatever the configuration (with a fixed pwv it
     # would otherwise become an all-NaN L1 group reported as calibrated)
     if n_valid == 0:
-        raise L0FormatError(f"every sample is the int32 fill value ({FILL_VALUE}): no data",
-                            scan=scan, array=label)
+        what = "NaN" if is_float else f"the int32 fill value ({FILL_VALUE})"
+        raise L0FormatError(f"every sample is {what}: no data", scan=scan, array=label)
     return out
 
 
