@@ -301,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("build", "info"))
     p.set_defaults(func=_cmd_atm_table, takes_rest=True)
 
+    from calpipe.importers import cli as importers_cli  # issue 16: calpipe import sdfits
+
+    importers_cli.add_cli(sub)
     try:
         from calpipe import workflow
 
