@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 
-.PHONY: all venv demo demo-inprocess test lint bench clean
+.PHONY: all venv demo demo-inprocess test lint bench clean dysh-venv dysh-reference
 
 all: test
 
@@ -40,3 +40,14 @@ bench: venv
 
 clean:
 	rm -rf demo results .snakemake
+
+# dysh (GBT reduction package), the independent reference of tests/test_gbt_argus.py; it needs
+# pandas < 3, so it gets its own venv. With it, the test re-runs dysh live.
+DYSH_VENV ?= .venv-dysh
+
+dysh-venv:
+	$(PYTHON) -m venv $(DYSH_VENV)
+	$(DYSH_VENV)/bin/pip install --quiet "dysh==1.1.0" "pandas<3"
+
+dysh-reference: dysh-venv
+	$(DYSH_VENV)/bin/python tests/data/gbt-argus/make_dysh_reference.py

@@ -476,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_atm_table, takes_rest=True)
 
     _add_workflow_commands(sub)
+    from calpipe.importers import cli as importers_cli  # issue 16: calpipe import sdfits
+
+    importers_cli.add_cli(sub)
     return parser
 
 

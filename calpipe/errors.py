@@ -72,3 +72,8 @@ class NoValidDataError(CalibrationError):
 
 class ArtifactError(CalibrationError):
     """A stage artifact is unreadable or belongs to another scan/config."""
+
+
+class ImportFormatError(CalpipeError):
+    """An input file of an importer (``calpipe import``) is missing a column, malformed or
+    unsupported (fatal for the import; nothing is written)."""

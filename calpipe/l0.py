@@ -39,8 +39,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FILL_VALUE = np.iinfo(np.int32).min
-SOURCE_MODES = ("ON", "OFF", "OTF-ON", "OTF-OFF")
-CALIBRATION_MODES = ("HOT", "COLD", "COL", "SKY", "ZERO")
+# BEAM1 / BEAM2: the two halves of a beam-switched Nod pair (issue 16, GBT PROCSCAN); the
+# scan attribute ``nod_beams`` names the two receivers. VANE: a chopper-wheel (ambient
+# absorber) subscan, calibrated with a SKY subscan (calpipe.physics.chopper).
+SOURCE_MODES = ("ON", "OFF", "OTF-ON", "OTF-OFF", "BEAM1", "BEAM2")
+CALIBRATION_MODES = ("HOT", "COLD", "COL", "SKY", "ZERO", "VANE")
+FLOAT_DATA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT_COUNTS_ATTR = "float_counts"  # data_5d attribute that declares the float variant
 
 # name -> (required, numpy kind, dtype for the in-memory value)
 SUBSCAN_ARRAYS: dict[str, tuple[bool, str]] = {
@@ -756,6 +761,15 @@ def _valid_lloadsn(values: np.ndarray, scan: int, where: str) -> np.ndarray:
     return f.astype(np.int64)
 
 
+def _is_float_counts(arr: Any) -> bool:
+    """data_5d in the declared float variant (issue 16)?"""
+    try:
+        return bool(np.dtype(arr.dtype) in FLOAT_DATA_DTYPES
+                    and arr.attrs.get(FLOAT_COUNTS_ATTR) is True)
+    except Exception:
+        return False
+
+
 @dataclass(frozen=True)
 class _Reader:
     """Reads the arrays of one group for one scan, validating declared metadata (shape,
@@ -842,8 +856,16 @@ class _Reader:
         """The data_5d array, its declared shape, dtype and chunk files checked (no read)."""
         name = "data_5d"
         arr = self.open(group, name, ndim=5, describe="[C, D, R, A, S]")
-        if np.dtype(arr.dtype) != np.int32:
-            raise self.error(name, f"expected dtype int32, got {arr.dtype}")
+        dtype = np.dtype(arr.dtype)
+        # issue 16: the float variant - float32 / float64 data_5d declared by the array
+        # attribute ``float_counts: true`` (imported data that int32 cannot hold exactly, e.g.
+        # GBT SDFITS float32 spectra); NaN is its fill value. An undeclared float array stays
+        # an error.
+        is_float = _is_float_counts(arr)
+        if dtype != np.int32 and not is_float:
+            hint = (f" (float32/float64 need the array attribute {FLOAT_COUNTS_ATTR}: true)"
+                    if dtype in FLOAT_DATA_DTYPES else "")
+            raise self.error(name, f"expected dtype int32, got {arr.dtype}{hint}")
         if min(arr.shape) == 0:
             raise self.error(name, f"empty array, shape {arr.shape}")
         # zarr silently reads an absent chunk as the array's fill_value: unless that is the
@@ -852,9 +874,11 @@ class _Reader:
             fill_value, n_init, n_all = arr.fill_value, arr.nchunks_initialized, arr.nchunks
         except Exception as exc:
             raise self.error(name, f"unreadable array metadata: {exc}") from exc
-        if fill_value != FILL_VALUE and n_init < n_all:
+        fill_is_nodata = bool(np.isnan(fill_value)) if is_float else fill_value == FILL_VALUE
+        if not fill_is_nodata and n_init < n_all:
+            nodata = "NaN" if is_float else "the int32 fill"
             raise self.error(name, f"{n_all - n_init} of {n_all} chunk file(s) missing "
-                                   f"(fill_value {fill_value} is not the int32 fill)")
+                                   f"(fill_value {fill_value} is not {nodata})")
         return arr
 
     def read_counts(self, arr: Any, select: Sequence[int]
@@ -872,17 +896,19 @@ class _Reader:
         bad = [k for k in select if not 0 <= k < n_s]
         if bad:
             raise self.error(name, f"subscan(s) {bad} out of range (S = {n_s})")
+        is_float = _is_float_counts(arr)
+        want = np.dtype(arr.dtype) if is_float else np.dtype(np.int32)
         out = np.empty((n_s, c, d, r, a), dtype=np.float64).transpose(1, 2, 3, 4, 0)
         digests: dict[int, str] = {}
         valid: dict[int, int] = {}
         for s in select:
             raw = self.read(arr, name, (..., s))
-            if raw.shape != (c, d, r, a) or raw.dtype != np.int32:
+            if raw.shape != (c, d, r, a) or raw.dtype != want:
                 raise self.error(name, f"subscan {s} decoded to {raw.dtype}{raw.shape}, "
-                                       f"expected int32{(c, d, r, a)}")
+                                       f"expected {want}{(c, d, r, a)}")
             digests[s] = _content_hash(np.ascontiguousarray(raw).tobytes()).hexdigest()
             np.copyto(out[..., s], raw, casting="unsafe")
-            fill = raw == FILL_VALUE
+            fill = np.isnan(raw) if is_float else raw == FILL_VALUE
             n_fill = int(np.count_nonzero(fill))
             if n_fill:  # the scatter costs a pass over the mask: only when there is fill
                 out[..., s][fill] = np.nan

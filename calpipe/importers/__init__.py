@@ -1,0 +1,1 @@
+"""Importers: foreign raw data -> a calpipe L0 session (``calpipe import``)."""
