@@ -58,6 +58,9 @@ class CalibrationConfig:
     clip_trec: float = 5.0  # x the band median of T_rec,SSB per pixel
     clip_smooth_channels: int = 16  # boxcar width for the smoothed maximum
     t_cmb: float = 2.725
+    # noise bandwidth of a channel over its spacing, dnu_eff = factor x |freq_res| (1.0: a
+    # rectangular channel; e.g. ~1.2-2 for FFT spectrometers with a window, see the backend)
+    noise_bandwidth_factor: float = 1.0
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -79,6 +82,9 @@ class CalibrationConfig:
             raise ConfigError("clip_counts must be in [0, 1)")
         if self.clip_trec <= 1:
             raise ConfigError("clip_trec must be > 1")
+        if not (isinstance(self.noise_bandwidth_factor, int | float)
+                and self.noise_bandwidth_factor > 0):
+            raise ConfigError("noise_bandwidth_factor must be a number > 0")
         if self.clip_smooth_channels < 1:
             raise ConfigError("clip_smooth_channels must be >= 1")
 

@@ -177,7 +177,7 @@ def compute_scan(loaded: LoadedScan, config: CalibrationConfig, table: Atmospher
     with clock("atmosphere"):
         atm = atmosphere(ScanGeometry.of(data), load, prepared, config, table)
     with clock("calibrate"):
-        result = calibrate(data, load, prepared, atm)
+        result = calibrate(data, load, prepared, atm, config)
     digests = {"scan": data.content_digest, "calibration": cal_digest,
                "calibration_scan": cal_scan}
     loaded.data = None

@@ -265,12 +265,16 @@ class CalibrationResult:
 
 
 def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
-              atm: AtmosphereResult) -> CalibrationResult:
+              atm: AtmosphereResult, config: CalibrationConfig | None = None
+              ) -> CalibrationResult:
     """Stage "calibrate": T_A*, t_sys, weight, flags (DESIGN 3.5) plus the L1 coordinates."""
+    config = CalibrationConfig() if config is None else config
     on = prepared.on_index
     arrays = calibrate_full(
         scan.counts, on, prepared.c_ref, load.gamma, load.bad_channel, load.w_s, load.f_eff,
         atm.tr_signal, float(scan.meta.freq_res[0]), scan.meta.exptime[on],
+        ref_factor=prepared.reference_variance_factor(),
+        noise_bandwidth_factor=config.noise_bandwidth_factor,
     )
     m = scan.meta
     n_d = scan.counts.shape[1]
@@ -334,6 +338,13 @@ def _optional_number(scan: ScanData, name: str) -> float | None:
                             scan=scan.scan, array=f"attrs/{name}") from None
 
 
+def _shared_fraction(scan: ScanData, prepared: PreparedData) -> np.ndarray:
+    """rho[S_on] = ref_factor / (1 / t_on + ref_factor)."""
+    ref = prepared.reference_variance_factor()
+    t_on = scan.meta.exptime[prepared.on_index].astype(np.float64)
+    return np.asarray(ref / (1.0 / t_on + ref))
+
+
 def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
                 atm: AtmosphereResult, t_sys: np.ndarray) -> dict[str, Any]:
     a = scan.attrs
@@ -359,7 +370,12 @@ def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedDat
             "message": atm.message,
         },
         "reference": {"method": prepared.method, "on_index": prepared.on_index.tolist(),
-                      "off_index": prepared.off_index.tolist()},
+                      "off_index": prepared.off_index.tolist(),
+                      "weight": prepared.ref_weight.tolist(),
+                      "t_lo_s": prepared.t_lo.tolist(), "t_hi_s": prepared.t_hi.tolist(),
+                      # share of a dump's variance common to all dumps of its ON (the
+                      # interpolated reference): var(D-dump mean) = (1/D + rho (1 - 1/D)) / w
+                      "shared_variance_fraction": _shared_fraction(scan, prepared).tolist()},
         "calibration_scan": int(load.cal_scan),
         "instrument": {"gs_xs": load.gs_xs, "gi_xi": load.gi_xi, "f_eff": load.f_eff,
                        "w_s": load.w_s, "t_hot_k": load.t_hot, "t_cold_k": load.t_cold},

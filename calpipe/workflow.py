@@ -494,7 +494,7 @@ def run_calibrate(store: str, scan: int, session_name: str, config: CalibrationC
             with timer("load"):
                 data = session.load_scan(scan)
             with timer("calibrate"):
-                result = calibrate(data, load, prepared, atm)
+                result = calibrate(data, load, prepared, atm, config)
         except CalibrationError as exc:
             failure = _failure_dict(scan, timer.stage, exc)
         else:
