@@ -67,3 +67,7 @@ class AtmosphereError(CalibrationError):
 
 class ArtifactError(CalibrationError):
     """A stage artifact is unreadable or belongs to another scan/config."""
+
+
+class LowTransmissionError(CalibrationError):
+    """No channel of the scan has a signal transmission above ``min_transmission``."""

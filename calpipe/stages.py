@@ -15,7 +15,12 @@ import numpy as np
 
 from calpipe import qa
 from calpipe.config import CalibrationConfig, InstrumentParameters
-from calpipe.errors import AtmosphereError, CalibrationError, MetadataError
+from calpipe.errors import (
+    AtmosphereError,
+    CalibrationError,
+    LowTransmissionError,
+    MetadataError,
+)
 from calpipe.l0 import CalibrationSnapshot, ScanData, check_compatible
 from calpipe.physics import flags as fl
 from calpipe.physics.atmosphere import (
@@ -25,7 +30,9 @@ from calpipe.physics.atmosphere import (
     SkyModel,
     fit_pwv,
     observed_sky_minus_hot,
+    pwv_uncertainty,
     residual_rms,
+    scale_uncertainty,
     transmissions,
 )
 from calpipe.physics.calibrate import calibrate_full
@@ -184,6 +191,14 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
         tau_i, tr_i = transmissions(slab_img, pwv, geometry.elevation[on])
     except CalibrationError as exc:
         raise AtmosphereError(exc.detail, scan=scan, array="pwv") from exc
+    # uncertainties (issue 13): absolute radiometer weights of S_obs, 1/sigma^2 =
+    # dnu t_off / T_total^2 (the fit's relative weight is 1 / T_total^2)
+    pwv_err = np.full((rp, ap), np.nan)
+    if method == "fit" and load.nu_sig.size > 1:
+        dnu = float(np.abs(np.diff(load.nu_sig)).mean())
+        pwv_err, _ = pwv_uncertainty(model, s_obs, weight * dnu * prepared.off_time_s,
+                                     load.t_hot_eff, pwv, config.pwv_per_pixel)
+    scale_err = scale_uncertainty(slab_sig, pwv, pwv_err, geometry.elevation[on])
     result = AtmosphereResult(
         scan=scan, method=method, per_pixel=config.pwv_per_pixel, pwv_mm=pwv,
         tau_signal=tau_s, tau_image=tau_i, tr_signal=tr_s, tr_image=tr_i,
@@ -191,7 +206,7 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
         n_iterations=int(iterations), pressure_hpa=pressure_hpa,
         t_atm_source="model" if use_model else "ambient", table_model=table.model,
         table_digest=table.digest, message=message, fit_observed_k=fit_obs,
-        fit_model_k=fit_mod,
+        fit_model_k=fit_mod, pwv_err_mm=pwv_err, scale_uncertainty=scale_err,
     )
     result.check()
     return result
@@ -226,6 +241,8 @@ class CalibrationResult:
     atm_fit_observed_k: np.ndarray  # [C, S_off] f4: pixel-averaged S_obs per OFF (calpipe.qa)
     atm_fit_model_k: np.ndarray  # [C, S_off] f4: S_mod at the fitted pwv
     attrs: dict[str, Any] = field(default_factory=dict)
+    # fractional T_A* scale uncertainty from pwv_err [C, S_on] or [C, R, A, S_on] f4 (issue 13)
+    scale_uncertainty: np.ndarray | None = None
 
     def check(self) -> None:
         """Shapes, dtypes and the NaN/flag contract; raises ValueError (a bug, not data)."""
@@ -251,15 +268,18 @@ class CalibrationResult:
             expect[name] = (tau_shape, np.float32)
         for name in ("tr_signal", "tr_image"):
             expect[name] = (tr_shape, np.float32)
+        if self.scale_uncertainty is not None:
+            expect["scale_uncertainty"] = (tr_shape, np.float32)
         for name, (shape, dtype) in expect.items():
             arr = getattr(self, name)
             if arr.shape != shape or arr.dtype != dtype:
                 raise ValueError(f"scan {self.scan}: L1 array {name} is {arr.dtype}{arr.shape}, "
                                  f"expected {np.dtype(dtype)}{shape}")
         blank = (self.flags & fl.BLANKING) != 0
-        if np.any(np.isnan(self.spectra) & ~blank):
-            raise ValueError(f"scan {self.scan}: NaN in spectra without a BAD_CHANNEL or "
-                             "FILL_VALUE flag")
+        may_blank = (self.flags & (fl.BLANKING | fl.LOW_TRANSMISSION)) != 0
+        if np.any(np.isnan(self.spectra) & ~may_blank):
+            raise ValueError(f"scan {self.scan}: NaN in spectra without a BAD_CHANNEL, "
+                             "FILL_VALUE or LOW_TRANSMISSION flag")
         if not np.all(np.isnan(self.spectra[blank])):
             raise ValueError(f"scan {self.scan}: flagged samples are not NaN in spectra")
 
@@ -275,7 +295,10 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         atm.tr_signal, float(scan.meta.freq_res[0]), scan.meta.exptime[on],
         ref_factor=prepared.reference_variance_factor(),
         noise_bandwidth_factor=config.noise_bandwidth_factor,
+        min_transmission=config.min_transmission,
+        blank_low_transmission=config.blank_low_transmission,
     )
+    _check_transmission(scan.scan, load, atm, config)
     m = scan.meta
     n_d = scan.counts.shape[1]
     mjd = m.mjd[on][None, :] + np.arange(n_d)[:, None] * m.exptime[on][None, :] / 86400.0
@@ -307,7 +330,24 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         atm_fit_observed_k=np.asarray(fit_obs, dtype=np.float32),
         atm_fit_model_k=np.asarray(fit_mod, dtype=np.float32),
         attrs=attrs,
+        scale_uncertainty=(None if atm.scale_uncertainty is None
+                           else atm_array(atm.scale_uncertainty)),
     )
+
+
+def _check_transmission(scan: int, load: CalibrationLoadFull, atm: AtmosphereResult,
+                        config: CalibrationConfig) -> None:
+    """LowTransmissionError when blanking leaves no usable (channel, pixel, ON subscan)."""
+    if not config.blank_low_transmission or config.min_transmission <= 0:
+        return
+    ok = np.broadcast_to(atm.tr_signal >= config.min_transmission,
+                         load.gamma.shape + atm.tr_signal.shape[-1:])
+    if not np.any(ok & ~load.bad_channel[..., None]):
+        tr = float(np.nanmax(atm.tr_signal))
+        raise LowTransmissionError(
+            f"no usable channel: the signal transmission at the ON elevations is at most "
+            f"{tr:.3g} (< min_transmission = {config.min_transmission:g}; pwv "
+            f"{float(np.max(atm.pwv_mm)):.3g} mm)", scan=scan, array="tr_signal")
 
 
 def _median_per_pixel(values: np.ndarray) -> list[list[float | None]]:
@@ -338,6 +378,13 @@ def _optional_number(scan: ScanData, name: str) -> float | None:
                             scan=scan.scan, array=f"attrs/{name}") from None
 
 
+def _nan_stat(func: Any, values: np.ndarray | None) -> float | None:
+    """func over the finite values, None when there are none."""
+    if values is None or not np.isfinite(values).any():
+        return None
+    return float(func(values[np.isfinite(values)]))
+
+
 def _shared_fraction(scan: ScanData, prepared: PreparedData) -> np.ndarray:
     """rho[S_on] = ref_factor / (1 / t_on + ref_factor)."""
     ref = prepared.reference_variance_factor()
@@ -358,6 +405,8 @@ def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedDat
         "telescope": str(a.get("telescope", "")),
         "date_obs": str(a.get("date_obs", "")),
         "pwv_mm": float(pwv[0, 0]) if not atm.per_pixel else pwv.tolist(),
+        "pwv_err_mm": (None if atm.pwv_err_mm is None else float(atm.pwv_err_mm[0, 0])
+                       if not atm.per_pixel else atm.pwv_err_mm.tolist()),
         "atmosphere_fit": {
             "method": atm.method,
             "per_pixel": atm.per_pixel,
@@ -368,6 +417,10 @@ def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedDat
             "pressure_hpa": atm.pressure_hpa,
             "t_atm": atm.t_atm_source,
             "message": atm.message,
+            # issue 13: pwv 1-sigma and the fractional T_A* scale error it causes
+            "pwv_err_mm": None if atm.pwv_err_mm is None else atm.pwv_err_mm.tolist(),
+            "scale_uncertainty_median": _nan_stat(np.nanmedian, atm.scale_uncertainty),
+            "scale_uncertainty_max": _nan_stat(np.nanmax, atm.scale_uncertainty),
         },
         "reference": {"method": prepared.method, "on_index": prepared.on_index.tolist(),
                       "off_index": prepared.off_index.tolist(),

@@ -59,6 +59,8 @@ def calibrate_full(
     *,
     ref_factor: np.ndarray | None = None,
     noise_bandwidth_factor: float = 1.0,
+    min_transmission: float = 0.0,
+    blank_low_transmission: bool = True,
     channel_block: int = CHANNEL_BLOCK,
 ) -> CalibratedArrays:
     """Apply the calibration equation to the ON subscans of ``counts`` [C, D, R, A, S].
@@ -66,7 +68,9 @@ def calibrate_full(
     c_ref [C, R, A, S_on]; gamma, bad_channel [C, R, A]; tr_signal [C, Rp, Ap, S_on] with
     (Rp, Ap) = (1, 1) or (R, A); exptime_on [S_on] s; ref_factor [S_on] 1/s (the reference's
     (1 - w)^2 / t_lo + w^2 / t_hi, PreparedData.reference_variance_factor; None = a noiseless
-    reference); noise_bandwidth_factor: dnu_eff / |freq_res|.
+    reference); noise_bandwidth_factor: dnu_eff / |freq_res|. Where tr_s < min_transmission
+    the samples get LOW_TRANSMISSION and, with blank_low_transmission, are NaN (t_sys and
+    weight stay as computed).
     """
     n_c, n_d, n_r, n_a, _ = counts.shape
     n_on = on_index.size
@@ -86,11 +90,15 @@ def calibrate_full(
     # BAD_CHANNEL: the loads' rule, or a factor F that is not finite (e.g. tr_s underflow)
     unusable = ~np.isfinite(scale)
     scale[unusable] = np.nan
+    low = np.broadcast_to(tr_signal < min_transmission, scale.shape) & ~unusable
+    if blank_low_transmission:
+        scale[low] = np.nan
 
     def per_subscan(a: np.ndarray) -> np.ndarray:  # [C, R, A, S_on] -> [S_on, C, 1, R, A]
         return np.moveaxis(a, -1, 0)[:, :, None]
 
-    static = per_subscan(np.where(unusable, fl.BAD_CHANNEL, 0).astype(np.uint16))
+    static = per_subscan((np.where(unusable, fl.BAD_CHANNEL, 0)
+                          | np.where(low, fl.LOW_TRANSMISSION, 0)).astype(np.uint16))
     ref_missing = per_subscan(~np.isfinite(c_ref))
     ref_s, scale_s = per_subscan(c_ref), per_subscan(scale)
     for c0 in range(0, n_c, channel_block):
