@@ -62,6 +62,13 @@ class CalibrationConfig:
     max_scan_gib: float = 8.0  # in-memory (float64) size of one data_5d / any one array
     max_chunks_per_array: int = 1_000_000
     min_elevation_deg: float = 5.0  # smallest accepted source elevation
+    # noise bandwidth of a channel over its spacing, dnu_eff = factor x |freq_res| (1.0: a
+    # rectangular channel; e.g. ~1.2-2 for FFT spectrometers with a window, see the backend)
+    noise_bandwidth_factor: float = 1.0
+    # LOW_TRANSMISSION (flag bit 8) where tr_s at the ON's airmass < min_transmission; default
+    # exp(-2.5) ~ 0.08: beyond tau A ~ 2.5 T_A* was measured 10 % to 1e4 x off (issue 13)
+    min_transmission: float = 0.08
+    blank_low_transmission: bool = True  # NaN in spectra where LOW_TRANSMISSION is set
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -83,6 +90,14 @@ class CalibrationConfig:
             raise ConfigError("clip_counts must be in [0, 1)")
         if self.clip_trec <= 1:
             raise ConfigError("clip_trec must be > 1")
+        if not (isinstance(self.noise_bandwidth_factor, int | float)
+                and self.noise_bandwidth_factor > 0):
+            raise ConfigError("noise_bandwidth_factor must be a number > 0")
+        if not (isinstance(self.min_transmission, int | float)
+                and 0 <= self.min_transmission < 1):
+            raise ConfigError("min_transmission must be a number in [0, 1)")
+        if not isinstance(self.blank_low_transmission, bool):
+            raise ConfigError("blank_low_transmission must be true or false")
         if self.clip_smooth_channels < 1:
             raise ConfigError("clip_smooth_channels must be >= 1")
         for name in ("max_scan_gib", "max_chunks_per_array", "min_elevation_deg"):

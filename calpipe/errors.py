@@ -77,3 +77,5 @@ class ArtifactError(CalibrationError):
 class ImportFormatError(CalpipeError):
     """An input file of an importer (``calpipe import``) is missing a column, malformed or
     unsupported (fatal for the import; nothing is written)."""
+class LowTransmissionError(CalibrationError):
+    """No channel of the scan has a signal transmission above ``min_transmission``."""

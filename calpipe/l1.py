@@ -64,12 +64,14 @@ DIMS: dict[str, tuple[str, ...]] = {
     "pixel_offset_lat": ("R", "A", "S_on"),
     "atm_fit_observed_k": ("C", "S_off"),
     "atm_fit_model_k": ("C", "S_off"),
+    "scale_uncertainty": ("C", "S_on"),  # optional (issue 13): absent in older stores
 }
 PER_PIXEL_DIMS = {
     "tau_signal": ("C", "R", "A"),
     "tau_image": ("C", "R", "A"),
     "tr_signal": ("C", "R", "A", "S_on"),
     "tr_image": ("C", "R", "A", "S_on"),
+    "scale_uncertainty": ("C", "R", "A", "S_on"),
 }
 UNITS = {
     "spectra": "K", "t_sys": "K", "weight": "K-2", "t_rec": "K", "gamma": "counts/K",
@@ -77,6 +79,7 @@ UNITS = {
     "frequency_image": "Hz", "mjd": "d", "otf_lon": "deg", "otf_lat": "deg",
     "elevation": "rad", "azimuth": "rad", "exptime": "s", "pixel_offset_lon": "deg",
     "pixel_offset_lat": "deg", "atm_fit_observed_k": "K", "atm_fit_model_k": "K",
+    "scale_uncertainty": "1",
 }
 CHUNK_BYTES = 8 << 20
 
@@ -141,6 +144,8 @@ def write_scan(path: str | Path, result: CalibrationResult, extra_attrs: Mapping
     codecs = _codecs()
     for field_name, dim_names in dims.items():
         values = getattr(result, field_name)
+        if values is None:  # optional array
+            continue
         arr = group.create_array(
             field_name, shape=values.shape, dtype=values.dtype,
             chunks=l1_chunks(values.shape, values.dtype.itemsize),
@@ -213,7 +218,8 @@ def read_scan(path: str | Path, scan: int) -> CalibrationResult:
     import zarr
 
     group = zarr.open_group(str(Path(path) / scan_group_name(scan)), mode="r")
-    values = {name: np.asarray(_array(group, name)[...]) for name in DIMS}
+    values = {name: np.asarray(_array(group, name)[...]) for name in DIMS
+              if name != "scale_uncertainty" or name in group}
     attrs = dict(group.attrs)
     return CalibrationResult(scan=int(str(attrs["scan_number"])), mode=str(attrs["mode"]),
                              attrs=attrs, **values)

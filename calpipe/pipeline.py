@@ -137,7 +137,7 @@ def compute_scan(loaded: LoadedScan, run: ScanRun, config: CalibrationConfig,
             prepared = run.stage("prepare", prepare, data, config)
             atm = run.stage("atmosphere", atmosphere, ScanGeometry.of(data), load, prepared,
                             config, table)
-            result = run.stage("calibrate", calibrate, data, load, prepared, atm)
+            result = run.stage("calibrate", calibrate, data, load, prepared, atm, config)
             del data, prepared
             extra = {"provenance": scan_provenance(config, store, table.model, table.digest,
                                                    digests),

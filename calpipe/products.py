@@ -42,6 +42,8 @@ class CalibrationResult:
     atm_fit_observed_k: np.ndarray  # [C, S_off] f4: pixel-averaged S_obs per OFF (calpipe.qa)
     atm_fit_model_k: np.ndarray  # [C, S_off] f4: S_mod at the fitted pwv
     attrs: dict[str, Any] = field(default_factory=dict)
+    # fractional T_A* scale uncertainty from pwv_err [C, S_on] or [C, R, A, S_on] f4 (issue 13)
+    scale_uncertainty: np.ndarray | None = None
 
     def check(self) -> None:
         """Shapes, dtypes and the NaN/flag contract; raises ValueError (a bug, not data)."""
@@ -67,14 +69,17 @@ class CalibrationResult:
             expect[name] = (tau_shape, np.float32)
         for name in ("tr_signal", "tr_image"):
             expect[name] = (tr_shape, np.float32)
+        if self.scale_uncertainty is not None:
+            expect["scale_uncertainty"] = (tr_shape, np.float32)
         for name, (shape, dtype) in expect.items():
             arr = getattr(self, name)
             if arr.shape != shape or arr.dtype != dtype:
                 raise ValueError(f"scan {self.scan}: L1 array {name} is {arr.dtype}{arr.shape}, "
                                  f"expected {np.dtype(dtype)}{shape}")
         blank = (self.flags & fl.BLANKING) != 0
-        if np.any(np.isnan(self.spectra) & ~blank):
-            raise ValueError(f"scan {self.scan}: NaN in spectra without a BAD_CHANNEL or "
-                             "FILL_VALUE flag")
+        may_blank = (self.flags & (fl.BLANKING | fl.LOW_TRANSMISSION)) != 0
+        if np.any(np.isnan(self.spectra) & ~may_blank):
+            raise ValueError(f"scan {self.scan}: NaN in spectra without a BAD_CHANNEL, "
+                             "FILL_VALUE or LOW_TRANSMISSION flag")
         if not np.all(np.isnan(self.spectra[blank])):
             raise ValueError(f"scan {self.scan}: flagged samples are not NaN in spectra")

@@ -168,7 +168,9 @@ def _fit_panel(fig: Any, spec: Any, ghz: np.ndarray, data: dict[str, Any]) -> No
     obs, mod = data["atm_fit_observed_k"], data["atm_fit_model_k"]
     fit = data["attrs"].get("atmosphere_fit", {})
     pwv = data["attrs"].get("pwv_mm")
-    pwv_text = (f"{pwv:.3f} mm" if isinstance(pwv, int | float)
+    pwv_err = data["attrs"].get("pwv_err_mm")
+    pwv_text = (f"{pwv:.3f}" + (f" +- {pwv_err:.3f}" if isinstance(pwv_err, int | float)
+                                else "") + " mm" if isinstance(pwv, int | float)
                 else "per pixel" if pwv is not None else "?")
     ax.set_title(f"pwv {fit.get('method', '?')}: pwv {pwv_text}, residual rms "
                  f"{_fmt(_max_finite(fit.get('residual_rms_k')), '.3f')} K")
@@ -294,7 +296,10 @@ def _summary_panel(ax: Any, data: dict[str, Any]) -> None:
         "",
         f"median T_sys {_fmt(_median_finite(attrs.get('median_t_sys_k')), '.1f')} K   "
         f"median T_rec {_fmt(_median_finite(attrs.get('median_t_rec_k')), '.1f')} K",
-        f"pwv-fit residual rms {_fmt(q.get('pwv_fit_residual_rms_k'), '.3f')} K",
+        f"pwv-fit residual rms {_fmt(q.get('pwv_fit_residual_rms_k'), '.3f')} K   "
+        f"T_A* scale error from pwv: median "
+        f"{_fmt(attrs.get('atmosphere_fit', {}).get('scale_uncertainty_median'), '.2%')}, "
+        f"max {_fmt(attrs.get('atmosphere_fit', {}).get('scale_uncertainty_max'), '.2%')}",
         f"flagged {_fmt(q.get('flagged_fraction'), '.2%')} of samples, blanked "
         f"{_fmt(q.get('blanked_fraction'), '.2%')}, bad channels "
         f"{_fmt(q.get('bad_channel_fraction'), '.2%')}",

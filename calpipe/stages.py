@@ -15,7 +15,12 @@ import numpy as np
 
 from calpipe import qa
 from calpipe.config import CalibrationConfig, InstrumentParameters
-from calpipe.errors import AtmosphereError, CalibrationError, MetadataError
+from calpipe.errors import (
+    AtmosphereError,
+    CalibrationError,
+    LowTransmissionError,
+    MetadataError,
+)
 from calpipe.l0 import CalibrationSnapshot, ScanData, check_compatible, check_has_data
 from calpipe.physics.atmosphere import (
     TORR_TO_HPA,
@@ -24,7 +29,9 @@ from calpipe.physics.atmosphere import (
     SkyModel,
     fit_pwv,
     observed_sky_minus_hot,
+    pwv_uncertainty,
     residual_rms,
+    scale_uncertainty,
     transmissions,
 )
 from calpipe.physics.calibrate import calibrate_full, check_usable
@@ -200,6 +207,14 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
         tau_i, tr_i = transmissions(slab_img, pwv, geometry.elevation[on])
     except CalibrationError as exc:
         raise AtmosphereError(exc.detail, scan=scan, array="pwv") from exc
+    # uncertainties (issue 13): absolute radiometer weights of S_obs, 1/sigma^2 =
+    # dnu t_off / T_total^2 (the fit's relative weight is 1 / T_total^2)
+    pwv_err = np.full((rp, ap), np.nan)
+    if method == "fit" and load.nu_sig.size > 1:
+        dnu = float(np.abs(np.diff(load.nu_sig)).mean())
+        pwv_err, _ = pwv_uncertainty(model, s_obs, weight * dnu * prepared.off_time_s,
+                                     load.t_hot_eff, pwv, config.pwv_per_pixel)
+    scale_err = scale_uncertainty(slab_sig, pwv, pwv_err, geometry.elevation[on])
     result = AtmosphereResult(
         scan=scan, method=method, per_pixel=config.pwv_per_pixel, pwv_mm=pwv,
         tau_signal=tau_s, tau_image=tau_i, tr_signal=tr_s, tr_image=tr_i,
@@ -207,22 +222,29 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
         n_iterations=int(iterations), pressure_hpa=pressure_hpa,
         t_atm_source="model" if use_model else "ambient", table_model=table.model,
         table_digest=table.digest, message=message, fit_observed_k=fit_obs,
-        fit_model_k=fit_mod,
+        fit_model_k=fit_mod, pwv_err_mm=pwv_err, scale_uncertainty=scale_err,
     )
     result.check()
     return result
 
 
 def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
-              atm: AtmosphereResult) -> CalibrationResult:
+              atm: AtmosphereResult, config: CalibrationConfig | None = None
+              ) -> CalibrationResult:
     """Stage "calibrate": T_A*, t_sys, weight, flags (DESIGN 3.5) plus the L1 coordinates."""
+    config = CalibrationConfig() if config is None else config
     on = prepared.on_index
     scan.require_subscans(on, "calibrate")
     check_has_data(scan.scan, scan.subscan_valid, on.tolist(), what="ON subscan ")
     arrays = calibrate_full(
         scan.counts, on, prepared.c_ref, load.gamma, load.bad_channel, load.w_s, load.f_eff,
         atm.tr_signal, float(scan.meta.freq_res[0]), scan.meta.exptime[on],
+        ref_factor=prepared.reference_variance_factor(),
+        noise_bandwidth_factor=config.noise_bandwidth_factor,
+        min_transmission=config.min_transmission,
+        blank_low_transmission=config.blank_low_transmission,
     )
+    _check_transmission(scan.scan, load, atm, config)
     check_usable(scan.scan, arrays.spectra, arrays.flags)  # issue 12: no all-NaN "success"
     m = scan.meta
     n_d = scan.counts.shape[1]
@@ -255,7 +277,24 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         atm_fit_observed_k=np.asarray(fit_obs, dtype=np.float32),
         atm_fit_model_k=np.asarray(fit_mod, dtype=np.float32),
         attrs=attrs,
+        scale_uncertainty=(None if atm.scale_uncertainty is None
+                           else atm_array(atm.scale_uncertainty)),
     )
+
+
+def _check_transmission(scan: int, load: CalibrationLoadFull, atm: AtmosphereResult,
+                        config: CalibrationConfig) -> None:
+    """LowTransmissionError when blanking leaves no usable (channel, pixel, ON subscan)."""
+    if not config.blank_low_transmission or config.min_transmission <= 0:
+        return
+    ok = np.broadcast_to(atm.tr_signal >= config.min_transmission,
+                         load.gamma.shape + atm.tr_signal.shape[-1:])
+    if not np.any(ok & ~load.bad_channel[..., None]):
+        tr = float(np.nanmax(atm.tr_signal))
+        raise LowTransmissionError(
+            f"no usable channel: the signal transmission at the ON elevations is at most "
+            f"{tr:.3g} (< min_transmission = {config.min_transmission:g}; pwv "
+            f"{float(np.max(atm.pwv_mm)):.3g} mm)", scan=scan, array="tr_signal")
 
 
 def _median_per_pixel(values: np.ndarray) -> list[list[float | None]]:
@@ -295,6 +334,20 @@ def _optional_number(scan: ScanData, name: str) -> float | None:
     return _as_float(raw)
 
 
+def _nan_stat(func: Any, values: np.ndarray | None) -> float | None:
+    """func over the finite values, None when there are none."""
+    if values is None or not np.isfinite(values).any():
+        return None
+    return float(func(values[np.isfinite(values)]))
+
+
+def _shared_fraction(scan: ScanData, prepared: PreparedData) -> np.ndarray:
+    """rho[S_on] = ref_factor / (1 / t_on + ref_factor)."""
+    ref = prepared.reference_variance_factor()
+    t_on = scan.meta.exptime[prepared.on_index].astype(np.float64)
+    return np.asarray(ref / (1.0 / t_on + ref))
+
+
 def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
                 atm: AtmosphereResult, t_sys: np.ndarray) -> dict[str, Any]:
     a = scan.attrs
@@ -308,6 +361,8 @@ def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedDat
         "telescope": str(a.get("telescope", "")),
         "date_obs": str(a.get("date_obs", "")),
         "pwv_mm": float(pwv[0, 0]) if not atm.per_pixel else pwv.tolist(),
+        "pwv_err_mm": (None if atm.pwv_err_mm is None else float(atm.pwv_err_mm[0, 0])
+                       if not atm.per_pixel else atm.pwv_err_mm.tolist()),
         "atmosphere_fit": {
             "method": atm.method,
             "per_pixel": atm.per_pixel,
@@ -318,9 +373,18 @@ def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedDat
             "pressure_hpa": atm.pressure_hpa,
             "t_atm": atm.t_atm_source,
             "message": atm.message,
+            # issue 13: pwv 1-sigma and the fractional T_A* scale error it causes
+            "pwv_err_mm": None if atm.pwv_err_mm is None else atm.pwv_err_mm.tolist(),
+            "scale_uncertainty_median": _nan_stat(np.nanmedian, atm.scale_uncertainty),
+            "scale_uncertainty_max": _nan_stat(np.nanmax, atm.scale_uncertainty),
         },
         "reference": {"method": prepared.method, "on_index": prepared.on_index.tolist(),
-                      "off_index": prepared.off_index.tolist()},
+                      "off_index": prepared.off_index.tolist(),
+                      "weight": prepared.ref_weight.tolist(),
+                      "t_lo_s": prepared.t_lo.tolist(), "t_hi_s": prepared.t_hi.tolist(),
+                      # share of a dump's variance common to all dumps of its ON (the
+                      # interpolated reference): var(D-dump mean) = (1/D + rho (1 - 1/D)) / w
+                      "shared_variance_fraction": _shared_fraction(scan, prepared).tolist()},
         "calibration_scan": int(load.cal_scan),
         "instrument": {"gs_xs": load.gs_xs, "gi_xi": load.gi_xi, "f_eff": load.f_eff,
                        "w_s": load.w_s, "t_hot_k": load.t_hot, "t_cold_k": load.t_cold},

@@ -106,7 +106,9 @@ def test_l1_equals_calibrate_full_on_the_same_inputs(session, tmp_path):
                             analytic_table())
     direct = calibrate_full(scan.counts, prepared.on_index, prepared.c_ref, load.gamma,
                             load.bad_channel, load.w_s, load.f_eff, atm.tr_signal,
-                            float(scan.meta.freq_res[0]), scan.meta.exptime[prepared.on_index])
+                            float(scan.meta.freq_res[0]), scan.meta.exptime[prepared.on_index],
+                            ref_factor=prepared.reference_variance_factor(),
+                            min_transmission=config.min_transmission)
     written = l1.read_scan(out, 1002)
     for name in ("spectra", "flags", "t_sys", "weight"):
         np.testing.assert_array_equal(getattr(written, name), getattr(direct, name))

@@ -70,6 +70,11 @@ class AtmosphereResult:
     # the final pwv, [C, K] per OFF subscan (K); stored in L1 as atm_fit_observed/model_k
     fit_observed_k: np.ndarray | None = None
     fit_model_k: np.ndarray | None = None
+    # uncertainties (issue 13): 1-sigma pwv [Rp, Ap] from the fit's curvature inflated by the
+    # reduced chi2 of the residual (NaN for fixed / fallback pwv), and the fractional T_A*
+    # scale uncertainty d ln T_A*/d pwv x pwv_err = A_on dtau_s/dpwv pwv_err [C, Rp, Ap, S_on]
+    pwv_err_mm: np.ndarray | None = None
+    scale_uncertainty: np.ndarray | None = None
 
     def check(self) -> None:
         if self.tr_signal.shape != self.tr_image.shape:
@@ -323,3 +328,47 @@ def transmissions(slab: Slab, pwv: np.ndarray, elevation_on: np.ndarray
     tau = np.moveaxis(np.asarray(taus, dtype=np.float64), -1, 0)  # [C, Rp, Ap]
     tr = np.exp(-tau[..., None] * airmass(elevation_on)[None, None, None, :])
     return tau, tr
+
+
+def pwv_uncertainty(model: SkyModel, s_obs: np.ndarray, weight: np.ndarray,
+                    t_hot_eff: np.ndarray, pwv: np.ndarray, per_pixel: bool
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """1-sigma pwv error and reduced chi2, both [Rp, Ap].
+
+    ``weight`` [C, R, A, K] must be the absolute inverse variance of s_obs (K^-2). With the
+    Jacobian J = dS_mod/dpwv at the fitted pwv, residual r = S_obs - S_mod and n samples:
+      chi2_red = sum w r^2 / (n - 1),   sigma^2 = max(1, chi2_red) / sum w J^2
+    (the curvature of chi2 gives the statistical error; a residual larger than the noise --
+    model error, sideband or bandpass errors -- inflates it by sqrt(chi2_red)). Samples are
+    treated as independent: the hot-load noise shared by all OFFs and channel-to-channel
+    correlated model errors are not modelled (docs/physics.md).
+    """
+    rp, ap = pwv.shape
+    err = np.full((rp, ap), np.nan)
+    red = np.full((rp, ap), np.nan)
+    for r in range(rp):
+        for a in range(ap):
+            p = float(pwv[r, a])
+            m = (model.tsky_eff(p) - t_hot_eff[:, None])[:, None, None, :]
+            jac = model.tsky_eff_dp(p)[:, None, None, :]
+            sl = (slice(None), slice(r, r + 1), slice(a, a + 1)) if per_pixel else (slice(None),)
+            w, res = weight[sl], (s_obs - m)[sl]
+            jj = np.broadcast_to(jac, s_obs.shape)[sl]
+            n = int(np.count_nonzero(w > 0))
+            curv = float((w * jj * jj).sum())
+            if n < 2 or not curv > 0:
+                continue
+            red[r, a] = float((w * res * res).sum()) / (n - 1)
+            err[r, a] = np.sqrt(max(1.0, red[r, a]) / curv)
+    return err, red
+
+
+def scale_uncertainty(slab: Slab, pwv: np.ndarray, pwv_err: np.ndarray,
+                      elevation_on: np.ndarray) -> np.ndarray:
+    """Fractional T_A* scale error [C, Rp, Ap, S_on]: T_A* ~ 1 / tr_s = exp(tau_s A), so
+    d ln T_A*/d pwv = A dtau_s/dpwv and the error is A |dtau_s/dpwv| pwv_err."""
+    rp, ap = pwv.shape
+    d = [[slab.derivative(float(pwv[r, a]))[0] for a in range(ap)] for r in range(rp)]
+    dtau = np.moveaxis(np.asarray(d, dtype=np.float64), -1, 0)  # [C, Rp, Ap]
+    a_on = airmass(elevation_on)[None, None, None, :]
+    return np.abs(dtau)[..., None] * a_on * pwv_err[None, :, :, None]

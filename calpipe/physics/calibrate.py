@@ -2,7 +2,14 @@
 
 T_A*(c, d, r, a, s) = (C_ON - C_REF) * F,   F = 1 / (gamma w_s f_eff tr_s)     [K]
 t_sys               = (C_REF / gamma) / (w_s f_eff tr_s)                       [K]
-weight              = freq_res * exptime / t_sys^2                              [K^-2]
+weight              = 1 / sigma^2 per dump                                      [K^-2]
+sigma^2             = t_sys^2 / dnu_eff * [1 / t_on + (1 - w)^2 / t_lo + w^2 / t_hi]
+
+(radiometer equation with the noise of the interpolated reference: w is the OFF interpolation
+weight, t_lo / t_hi the total integration times of the two OFFs, t_on = exptime of one dump,
+dnu_eff = noise_bandwidth_factor x |freq_res|). The reference term is common to all dumps of an
+ON subscan: cov(T_A*(d), T_A*(d')) = t_sys^2 / dnu_eff * ref_factor for d != d', so the
+variance of the D-dump average is t_sys^2 / dnu_eff * [1 / (D t_on) + ref_factor].
 
 F[C, R, A, S_on] is precomputed and broadcast over dumps. Work proceeds in blocks of channels
 only to bound temporary memory; there is no loop over pixels, dumps or subscans.
@@ -28,6 +35,17 @@ class CalibratedArrays:
     weight: np.ndarray  # [C, R, A, S_on] f4, K^-2
 
 
+def radiometer_weight(t_sys: np.ndarray, dnu_eff_hz: float, t_on_s: np.ndarray,
+                      ref_factor: np.ndarray | None = None) -> np.ndarray:
+    """1 / sigma^2 = dnu_eff / (t_sys^2 [1 / t_on + ref_factor]) per dump; t_sys [..., S_on],
+    t_on_s and ref_factor [S_on]."""
+    var_time = 1.0 / np.asarray(t_on_s, dtype=np.float64)
+    if ref_factor is not None:
+        var_time = var_time + np.asarray(ref_factor, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(dnu_eff_hz / (t_sys**2 * var_time))
+
+
 def calibrate_full(
     counts: np.ndarray,
     on_index: np.ndarray,
@@ -40,12 +58,20 @@ def calibrate_full(
     freq_res_hz: float,
     exptime_on: np.ndarray,
     *,
+    ref_factor: np.ndarray | None = None,
+    noise_bandwidth_factor: float = 1.0,
+    min_transmission: float = 0.0,
+    blank_low_transmission: bool = True,
     channel_block: int = CHANNEL_BLOCK,
 ) -> CalibratedArrays:
     """Apply the calibration equation to the ON subscans of ``counts`` [C, D, R, A, S].
 
     c_ref [C, R, A, S_on]; gamma, bad_channel [C, R, A]; tr_signal [C, Rp, Ap, S_on] with
-    (Rp, Ap) = (1, 1) or (R, A); exptime_on [S_on] s.
+    (Rp, Ap) = (1, 1) or (R, A); exptime_on [S_on] s; ref_factor [S_on] 1/s (the reference's
+    (1 - w)^2 / t_lo + w^2 / t_hi, PreparedData.reference_variance_factor; None = a noiseless
+    reference); noise_bandwidth_factor: dnu_eff / |freq_res|. Where tr_s < min_transmission
+    the samples get LOW_TRANSMISSION and, with blank_low_transmission, are NaN (t_sys and
+    weight stay as computed).
     """
     n_c, n_d, n_r, n_a, _ = counts.shape
     n_on = on_index.size
@@ -60,15 +86,20 @@ def calibrate_full(
         scale[np.broadcast_to(bad_channel[..., None], scale.shape)] = np.nan
         t_sys = c_ref * scale
         t_sys[~np.isfinite(t_sys)] = np.nan
-        weight = abs(freq_res_hz) * exptime_on[None, None, None, :] / t_sys**2
+        weight = radiometer_weight(t_sys, abs(freq_res_hz) * noise_bandwidth_factor,
+                                   exptime_on, ref_factor)
     # BAD_CHANNEL: the loads' rule, or a factor F that is not finite (e.g. tr_s underflow)
     unusable = ~np.isfinite(scale)
     scale[unusable] = np.nan
+    low = np.broadcast_to(tr_signal < min_transmission, scale.shape) & ~unusable
+    if blank_low_transmission:
+        scale[low] = np.nan
 
     def per_subscan(a: np.ndarray) -> np.ndarray:  # [C, R, A, S_on] -> [S_on, C, 1, R, A]
         return np.moveaxis(a, -1, 0)[:, :, None]
 
-    static = per_subscan(np.where(unusable, fl.BAD_CHANNEL, 0).astype(np.uint16))
+    static = per_subscan((np.where(unusable, fl.BAD_CHANNEL, 0)
+                          | np.where(low, fl.LOW_TRANSMISSION, 0)).astype(np.uint16))
     ref_missing = per_subscan(~np.isfinite(c_ref))
     ref_s, scale_s = per_subscan(c_ref), per_subscan(scale)
     for c0 in range(0, n_c, channel_block):

@@ -10,6 +10,8 @@ TSYS_OUTLIER = 1 << 4
 ELEVATION_LOW = 1 << 5
 ML_FLAGGED = 1 << 6
 MANUAL = 1 << 7
+# calpipe's own (8+), docs/l1-format.md
+LOW_TRANSMISSION = 1 << 8  # tr_s at the ON's airmass below min_transmission (blanked by default)
 
 NAMES = {
     BAD_CHANNEL: "BAD_CHANNEL",
@@ -20,9 +22,10 @@ NAMES = {
     ELEVATION_LOW: "ELEVATION_LOW",
     ML_FLAGGED: "ML_FLAGGED",
     MANUAL: "MANUAL",
+    LOW_TRANSMISSION: "LOW_TRANSMISSION",
 }
 
-#: flags that make ``spectra`` NaN
+#: flags that make ``spectra`` NaN (LOW_TRANSMISSION too, unless blank_low_transmission is off)
 BLANKING = BAD_CHANNEL | FILL_VALUE
 
 

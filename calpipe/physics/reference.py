@@ -5,6 +5,9 @@ For an ON subscan at time t (its mid-time), with OFFs at t_0 < t < t_1:
   linear:  C_REF = O_0 + (O_1 - O_0) (t - t_0) / (t_1 - t_0)
   nearest: C_REF = O_k with the smallest |t - t_k|
 An ON before the first or after the last OFF takes the nearest OFF.
+The reference noise enters the weights (calpipe.physics.calibrate.radiometer_weight) through
+w = ref_weight and the total integration times t_lo, t_hi of the two OFFs used (all dumps:
+D x exptime); ``reference_variance_factor`` = (1 - w)^2 / t_lo + w^2 / t_hi  [1/s].
 Subscan times are mid-times: mjd + D * exptime / 2 / 86400 (under a linear gain drift the
 dump average of a subscan equals the gain at its mid-time).
 """
@@ -36,11 +39,29 @@ class PreparedData:
     ref_hi: np.ndarray  # [S_on] index into off_mean
     ref_weight: np.ndarray  # [S_on] weight of ref_hi (0 for nearest)
     c_ref: np.ndarray  # [C, R, A, S_on] reference counts
+    off_time_s: np.ndarray  # [n_off] total integration time of each OFF (D x exptime, s)
 
     def check(self) -> None:
         n_on = self.on_index.shape[0]
         if self.c_ref.shape[-1] != n_on or self.off_mean.shape[-1] != self.off_index.shape[0]:
             raise ValueError("PreparedData: inconsistent ON/OFF dimensions")
+        if self.off_time_s.shape != self.off_index.shape:
+            raise ValueError("PreparedData: off_time_s does not match off_index")
+
+    @property
+    def t_lo(self) -> np.ndarray:
+        """[S_on] integration time (s) of the lower bracketing OFF (weight 1 - w)."""
+        return self.off_time_s[self.ref_lo]
+
+    @property
+    def t_hi(self) -> np.ndarray:
+        """[S_on] integration time (s) of the upper bracketing OFF (weight w)."""
+        return self.off_time_s[self.ref_hi]
+
+    def reference_variance_factor(self) -> np.ndarray:
+        """[S_on] (1 - w)^2 / t_lo + w^2 / t_hi (1/s): the reference's share of sigma^2
+        in units of T_sys^2 / dnu_eff (for nearest and outside ONs lo = hi, w = 0)."""
+        return reference_variance_factor(self.ref_weight, self.t_lo, self.t_hi)
 
 
 def detect_mode(sobsmode: np.ndarray, instmode: str | None, override: str = "auto") -> str:
@@ -92,6 +113,14 @@ def reference_indices(t_on: np.ndarray, t_off: np.ndarray, method: str
     return lo.astype(np.int64), hi.astype(np.int64), w
 
 
+def reference_variance_factor(w: np.ndarray, t_lo: np.ndarray, t_hi: np.ndarray
+                              ) -> np.ndarray:
+    """(1 - w)^2 / t_lo + w^2 / t_hi  [1/s]; the w^2 term is skipped where w = 0."""
+    w = np.asarray(w, dtype=np.float64)
+    hi = np.divide(w * w, t_hi, out=np.zeros_like(w), where=w > 0)
+    return np.asarray((1.0 - w) ** 2 / np.asarray(t_lo, dtype=np.float64) + hi)
+
+
 def prepare_references(
     *,
     scan: int,
@@ -125,4 +154,5 @@ def prepare_references(
     return PreparedData(
         scan=scan, mode=detect_mode(sobsmode, instmode, mode), method=method, on_index=on_index,
         off_index=off_index, off_mean=off_mean, ref_lo=lo, ref_hi=hi, ref_weight=w, c_ref=c_ref,
+        off_time_s=counts.shape[1] * np.asarray(exptime, dtype=np.float64)[off_index],
     )

@@ -181,7 +181,7 @@ def run_calibrate(store: str, scan: int, session_name: str, config: CalibrationC
             atm = _load(AtmosphereResult, atmosphere_art)
             session = open_session(store)
             data = run.stage("load", session.load_scan, scan, subscans=prepared.on_index)
-            result = run.stage("calibrate", calibrate, data, load, prepared, atm)
+            result = run.stage("calibrate", calibrate, data, load, prepared, atm, config)
             subscan_digests = {int(k): v for k, v in extra.get("off_digests", {}).items()}
             subscan_digests.update(data.subscan_digests)
             digests = {"scan": combine_digests(data.meta_digest, subscan_digests),
