@@ -237,10 +237,12 @@ def assert_l1_equal(a: str | Path, b: str | Path, scans: list[int] | None = None
             assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), (scan, name)
         attrs_a = {k: v for k, v in ga.attrs.items() if k not in ("timings_s", "provenance")}
         attrs_b = {k: v for k, v in gb.attrs.items() if k not in ("timings_s", "provenance")}
-        assert attrs_a == attrs_b, scan
+        differ = sorted(k for k in set(attrs_a) | set(attrs_b) if attrs_a.get(k) != attrs_b.get(k))
+        assert not differ, (scan, differ)
         pa = {k: v for k, v in dict(ga.attrs["provenance"]).items() if k != "utc"}
         pb = {k: v for k, v in dict(gb.attrs["provenance"]).items() if k != "utc"}
-        assert pa == pb, scan
+        differ = sorted(k for k in set(pa) | set(pb) if pa.get(k) != pb.get(k))
+        assert not differ, (scan, "provenance", differ)
 
 
 def snakemake_command(workdir: str | Path, *args: str) -> list[str]:
