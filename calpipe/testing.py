@@ -215,9 +215,11 @@ def comparable_summary(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def assert_l1_equal(a: str | Path, b: str | Path, scans: list[int] | None = None) -> None:
+def assert_l1_equal(a: str | Path, b: str | Path, scans: list[int] | None = None, *,
+                    provenance_ignore: tuple[str, ...] = ("utc",)) -> None:
     """Two L1 stores hold the same scans, every array identical (NaN == NaN), the same
-    attributes but timings, and the same provenance but its time."""
+    attributes but timings, and the same provenance but its time (and ``provenance_ignore``,
+    e.g. ``input_store`` when the inputs are copies)."""
     import numpy as np
     import zarr
 
@@ -237,10 +239,14 @@ def assert_l1_equal(a: str | Path, b: str | Path, scans: list[int] | None = None
             assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), (scan, name)
         attrs_a = {k: v for k, v in ga.attrs.items() if k not in ("timings_s", "provenance")}
         attrs_b = {k: v for k, v in gb.attrs.items() if k not in ("timings_s", "provenance")}
-        assert attrs_a == attrs_b, scan
-        pa = {k: v for k, v in dict(ga.attrs["provenance"]).items() if k != "utc"}
-        pb = {k: v for k, v in dict(gb.attrs["provenance"]).items() if k != "utc"}
-        assert pa == pb, scan
+        differ = sorted(k for k in set(attrs_a) | set(attrs_b) if attrs_a.get(k) != attrs_b.get(k))
+        assert not differ, (scan, differ)
+        pa = {k: v for k, v in dict(ga.attrs["provenance"]).items()
+              if k not in provenance_ignore}
+        pb = {k: v for k, v in dict(gb.attrs["provenance"]).items()
+              if k not in provenance_ignore}
+        differ = sorted(k for k in set(pa) | set(pb) if pa.get(k) != pb.get(k))
+        assert not differ, (scan, "provenance", differ)
 
 
 def snakemake_command(workdir: str | Path, *args: str) -> list[str]:

@@ -43,9 +43,18 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _both(wd: Path) -> tuple[Path, Path]:
-    config = calibration_config({"atmosphere_table": str(wd / "table.npz")})
+    """Both modes on one store with one configuration (the same relative table path, so the
+    same configuration digest), from the workflow's working directory."""
+    import os
+
+    config = calibration_config({"atmosphere_table": "table.npz"})
     inproc = wd / "inprocess.zarr"
-    calibrate_store(wd / "s.zarr", inproc, config)
+    cwd = os.getcwd()
+    os.chdir(wd)
+    try:
+        calibrate_store("s.zarr", inproc, config)
+    finally:
+        os.chdir(cwd)
     run_snakemake(wd, "--cores", "2")
     return inproc, wd / "results" / "s" / "l1.zarr"
 
@@ -84,7 +93,8 @@ def test_modes_agree_on_a_rerun_with_broken_scans(workspace: Path) -> None:
     assert sum_in["exit_code"] == 2  # type: ignore[index]
 
 
-def test_output_describes_the_latest_run(tmp_path: Path) -> None:
+def test_output_describes_the_latest_run(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Other options are refused (--overwrite / --add say how); groups of scans that left the
     input are removed, in both modes."""
     import shutil
@@ -93,7 +103,8 @@ def test_output_describes_the_latest_run(tmp_path: Path) -> None:
 
     save_table(analytic_table(), tmp_path / "table.npz")
     store = make_session(tmp_path / "s.zarr", table=analytic_table())
-    config = calibration_config({"atmosphere_table": str(tmp_path / "table.npz")})
+    monkeypatch.chdir(tmp_path)
+    config = calibration_config({"atmosphere_table": "table.npz"})
     out = tmp_path / "inprocess.zarr"
     calibrate_store(store, out, config)
     other = config.replace(pwv_fixed_mm=1.2)

@@ -473,7 +473,7 @@ def test_shared_session_snakemake(
     proc, wd = shared_snakemake
     assert "Traceback" not in proc.stdout + proc.stderr
     out = wd / "results/s/l1.zarr"
-    rows = json.loads((wd / "results/s/failures.json").read_text())
+    rows = json.loads((wd / "results/s/l1.zarr/failures.json").read_text())
     check_shared_rows(rows, shared)
     # parity: the in-process run recorded the same failures, word for word
     assert rows == json.loads((shared.root / "cli_l1.zarr" / FAILURES_FILE).read_text())

@@ -185,7 +185,7 @@ def test_failures_json_lists_exactly_the_broken_scans(run: dict[str, object]) ->
     assert [(r["scan"], r["stage"]) for r in rows] == sorted(BROKEN.items())
     assert [r["error"] for r in rows] == ["NoReferenceError", "MissingLoadError"]
     assert all(r["session"] == "s" for r in rows)
-    per_session = json.loads((wd / "results/s/failures.json").read_text())
+    per_session = json.loads((wd / "results/s/l1.zarr/failures.json").read_text())
     assert [sorted(r) for r in per_session] == [["error", "message", "scan", "stage"]] * 2
     # the in-process pipeline records the same failures, word for word
     inproc = json.loads((wd / "inproc.zarr/failures.json").read_text())
@@ -196,8 +196,9 @@ def test_failures_json_lists_exactly_the_broken_scans(run: dict[str, object]) ->
     assert isinstance(proc, subprocess.CompletedProcess)
     assert "2 of 4 scans failed, see failures.json" in proc.stdout + proc.stderr
     status = json.loads((wd / "results/s/status/001002.json").read_text())
-    assert (status["ok"], status["stage"], status["error"]) == (False, "prepare",
-                                                               "NoReferenceError")
+    assert status["ok"] is False
+    assert (status["failure"]["stage"], status["failure"]["error"]) == ("prepare",
+                                                                         "NoReferenceError")
     assert set(status["timings_s"]) >= {"load", "prepare"}
     ok = json.loads((wd / "results/s/status/001001.json").read_text())
     assert ok["ok"] and set(ok["timings_s"]) >= {"load", "resolve", "prepare", "atmosphere",
@@ -207,6 +208,17 @@ def test_failures_json_lists_exactly_the_broken_scans(run: dict[str, object]) ->
     assert (wd / "results/s/logs/calibrate/001001.log").exists()
     assert (wd / "results/s/benchmarks/calibrate/001001.tsv").exists()
     print(f"\nworkflow --cores 2: {run['wall']:.1f} s; in-process: {run['inproc_wall']:.1f} s")
+
+
+@pytest.fixture
+def run_copy(run: dict[str, object], tmp_path: Path) -> dict[str, object]:
+    """A private copy of the module run (mtimes kept), for tests that change the inputs: the
+    tests of this module pass in any order (issue 17)."""
+    src = run["wd"]
+    assert isinstance(src, Path)
+    wd = tmp_path / "wf"
+    shutil.copytree(src, wd, symlinks=True)
+    return {**run, "wd": wd}
 
 
 def test_l1_equals_in_process(run: dict[str, object]) -> None:
@@ -228,8 +240,8 @@ def test_nothing_to_do_then_calpipe_run_exit_code(run: dict[str, object]) -> Non
     assert "2 of 4 scans failed, see failures.json" in proc.stdout
 
 
-def test_repair_reruns_only_that_scan(run: dict[str, object]) -> None:
-    wd = run["wd"]
+def test_repair_reruns_only_that_scan(run_copy: dict[str, object]) -> None:
+    wd = run_copy["wd"]
     assert isinstance(wd, Path)
     session = wd / "s.zarr"
     # repair scan 1002: give it back its OFF subscans (the modes the simulator wrote)
@@ -249,8 +261,8 @@ def test_repair_reruns_only_that_scan(run: dict[str, object]) -> None:
     assert_l1_equal(wd / "inproc.zarr", wd / "results/s/l1.zarr", [1001, 1002, 1004])
 
 
-def test_parameter_change_reruns_affected_rules(run: dict[str, object]) -> None:
-    wd = run["wd"]
+def test_parameter_change_reruns_affected_rules(run_copy: dict[str, object]) -> None:
+    wd = run_copy["wd"]
     assert isinstance(wd, Path)
     write_config(wd, reference="nearest")
     jobs = planned_jobs(wd)
@@ -304,6 +316,39 @@ def test_interrupted_run_resumes(tmp_path: Path) -> None:
     in_process(wd, wd / "inproc.zarr")
     assert_l1_equal(wd / "inproc.zarr", wd / "results/s/l1.zarr", SCANS)
     assert json.loads((wd / "results/failures.json").read_text()) == []
+
+
+def test_campaign_report_names_every_scan_and_failure(run: dict[str, object]) -> None:
+    """The report rule's HTML, parsed: one row per scan (status from the run), one row per
+    failure with its stage and error class (issue 17: not just a size check)."""
+    from html.parser import HTMLParser
+
+    wd = run["wd"]
+    assert isinstance(wd, Path)
+
+    class Rows(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = ""
+            self.rows: dict[str, list[tuple[str, str]]] = {"scans": [], "failures": []}
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if tag == "table":
+                self.table = a.get("id") or ""
+            elif tag == "tr" and "data-scan" in a and self.table in self.rows:
+                self.rows[self.table].append((str(a["data-scan"]), str(a.get("class"))))
+
+    html = (wd / "results/s/report.html").read_text()
+    parser = Rows()
+    parser.feed(html)
+    scans = dict(parser.rows["scans"])
+    assert sorted(int(k) for k in scans) == SCANS
+    assert {int(k) for k, v in scans.items() if v == "failed"} == set(BROKEN)
+    assert sorted(int(k) for k, _ in parser.rows["failures"]) == sorted(BROKEN)
+    for scan, stage in BROKEN.items():
+        assert f'data-scan="{scan}"' in html and stage in html
+    assert "NoReferenceError" in html and "MissingLoadError" in html
 
 
 def test_report(run: dict[str, object]) -> None:

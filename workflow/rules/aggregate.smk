@@ -42,7 +42,7 @@ rule quicklook:
         mem_mb=2000,
         runtime=30,
     params:
-        l1_store="results/{session}/l1.zarr",
+        l1_store=l1_store_of_input,
         version=calpipe.__version__,
     script:
         "../scripts/quicklook.py"
@@ -63,7 +63,7 @@ rule report:
         mem_mb=2000,
         runtime=30,
     params:
-        l1_store="results/{session}/l1.zarr",
+        l1_store=l1_store_of_input,
         version=calpipe.__version__,
     script:
         "../scripts/report.py"

@@ -2,6 +2,7 @@
 # code); this file only validates the config, reads the scan manifests and names paths.
 import re
 import sys
+from pathlib import Path
 
 import calpipe
 from calpipe import workflow as cw
@@ -31,7 +32,7 @@ try:
         allow_missing=allow_missing_stores(),
     )
 except CalpipeError as exc:
-    sys.exit(f"calpipe: error: {exc}")
+    sys.exit(f"calpipe: {type(exc).__name__}: {exc}")
 
 # wildcard constraints (set in the Snakefile): known sessions only, zero-padded scan numbers
 SESSION_PATTERN = "|".join(re.escape(name) for name in SCANS) or "(?!)"
@@ -65,6 +66,11 @@ def all_status(wildcards):
 def session_outputs(name):
     """A run output (failures.json, run_summary.json) of every session's L1 store."""
     return [f"results/{session}/l1.zarr/{name}" for session in SCANS]
+
+
+def l1_store_of_input(wildcards, input):
+    """The session's L1 store: the directory of its run summary (an input of the rule)."""
+    return str(Path(input.summary).parent)
 
 
 def optional_targets():
