@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from calpipe.errors import CalpipeError
 from calpipe.physics import flags as fl
 
 log = logging.getLogger(__name__)
@@ -63,14 +62,9 @@ def quicklook_path(out_dir: str | Path, scan: int) -> Path:
 # -- reading ---------------------------------------------------------------------------------
 
 def _open_group(l1_store: str | Path, scan: int) -> Any:
-    import zarr
+    from calpipe import l1
 
-    from calpipe.l0 import scan_group_name
-
-    path = Path(l1_store) / scan_group_name(scan)
-    if not (path / "zarr.json").exists():
-        raise CalpipeError(f"L1 store {l1_store} has no complete group for scan {scan}")
-    return zarr.open_group(str(path), mode="r")
+    return l1.open_group(l1_store, scan)
 
 
 def _bin_channels(x: np.ndarray, n_max: int) -> np.ndarray:
@@ -88,21 +82,27 @@ def _bin_channels(x: np.ndarray, n_max: int) -> np.ndarray:
 
 def _read_scan(group: Any) -> dict[str, Any]:
     """The small arrays plus per-subscan reductions of spectra and flags."""
-    small = ("t_sys", "t_rec", "frequency_signal", "mjd")
-    data: dict[str, Any] = {name: np.asarray(group[name][...]) for name in small}
+    from calpipe import l1
+
+    small = {"t_sys": "t_sys", "t_rec": "t_rec", "frequency_signal": l1.DIM_FREQUENCY,
+             "mjd": l1.DIM_TIME}
+    data: dict[str, Any] = {key: l1.read_array(group, name) for key, name in small.items()}
     names = set(group.array_keys())
     for name in ("atm_fit_observed_k", "atm_fit_model_k"):
-        data[name] = np.asarray(group[name][...]) if name in names else None
-    spectra, flags = group["spectra"], group["flags"]
-    n_c, n_d, n_r, n_a, n_s = spectra.shape
+        data[name] = l1.read_array(group, name) if name in names else None
+    rest = group["velocity"].attrs.get("rest_frequency_hz") if "velocity" in names else None
+    data["rest_freq_hz"] = rest
+    n_c, _n_t, n_r, n_a = group["spectra"].shape
+    n_s = int(group[l1.DIM_SUBSCAN].shape[0])
+    n_d = l1.n_dumps(group)
     mean_pix_rows = []  # pixel-mean T_A* per dump: [C, D] per subscan
     sum_spec = np.zeros((n_c, n_r, n_a))
     cnt_spec = np.zeros((n_c, n_r, n_a))
     flag_frac = np.zeros((n_c, n_r, n_a))
     outlier = np.zeros((n_r, n_a), dtype=bool)
     for s in range(n_s):
-        x = np.asarray(spectra[..., s], dtype=np.float64)  # [C, D, R, A]
-        f = np.asarray(flags[..., s])
+        x = l1.read_subscan(group, "spectra", s).astype(np.float64)  # [C, D, R, A]
+        f = l1.read_subscan(group, "flags", s)
         ok = np.isfinite(x)
         with _quiet():
             mean_pix_rows.append(np.nanmean(x, axis=(2, 3)))

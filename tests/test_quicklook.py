@@ -64,7 +64,7 @@ def test_quicklook_store_writes_one_png_per_scan(campaign: tuple[Path, Path]) ->
 def test_quicklook_reads_the_fit_diagnostic_from_l1(campaign: tuple[Path, Path]) -> None:
     _, out = campaign
     ds = l1.open_scan(out, 1002)
-    assert ds.atm_fit_observed_k.dims == ("C", "S_off")
+    assert ds.atm_fit_observed_k.dims == ("frequency", "off_subscan")
     assert ds.atm_fit_model_k.attrs["units"] == "K"
     obs, mod = ds.atm_fit_observed_k.values, ds.atm_fit_model_k.values
     assert obs.shape[1] == len(ds.attrs["reference"]["off_index"])
