@@ -307,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
         workflow.add_cli(sub)
     except ImportError:  # pragma: no cover - workflow module not installed
         pass
+    from calpipe.export.cli import add_cli as add_export_cli  # issue 15
+
+    add_export_cli(sub)
     return parser
 
 

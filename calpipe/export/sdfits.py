@@ -105,6 +105,15 @@ def _scan_table(group: Any, scan: int, site: tuple[float, float, float] | None) 
     vsrc = attrs.get("velocity_source_kms")
     velocity = float(vsrc) * 1e3 if isinstance(vsrc, int | float) else 0.0
 
+    site = site if site is not None else _site_from_attrs(attrs)
+    if site is None:  # horizontal coordinates of the boresight
+        frame, lon, lat = ("AZ", "EL", "AltAz"), az, el
+    else:  # with a site, the boresight in ICRS (dysh then changes velocity frames correctly)
+        frame = ("RA", "DEC", "ICRS")
+        n_d = l1.n_dumps(group)  # at the ON subscan start, where L0 gives az / el
+        ra, dec = horizontal_to_icrs(read_array(group, "azimuth"),
+                                     read_array(group, "elevation"), mjd[::n_d], site)
+        lon, lat = ra[sub_of_t], dec[sub_of_t]
     passthrough = attrs.get("passthrough") or {}
     observer = str(attrs.get("observer", "") or "")
     project = str(passthrough.get("obs_id", "") or passthrough.get("plan_id", "") or "")
@@ -135,13 +144,13 @@ def _scan_table(group: Any, scan: int, site: tuple[float, float, float] | None) 
         fits.Column("CRVAL1", "D", unit="Hz", array=const(crval)),
         fits.Column("CDELT1", "D", unit="Hz", array=const(cdelt)),
         fits.Column("CRPIX1", "D", array=const(crpix)),
-        fits.Column("CTYPE2", "8A", array=const("AZ")),
-        fits.Column("CRVAL2", "D", unit="deg", array=per_row_t(az)),
-        fits.Column("CTYPE3", "8A", array=const("EL")),
-        fits.Column("CRVAL3", "D", unit="deg", array=per_row_t(el)),
+        fits.Column("CTYPE2", "8A", array=const(frame[0])),
+        fits.Column("CRVAL2", "D", unit="deg", array=per_row_t(lon)),
+        fits.Column("CTYPE3", "8A", array=const(frame[1])),
+        fits.Column("CRVAL3", "D", unit="deg", array=per_row_t(lat)),
         fits.Column("CTYPE4", "8A", array=const("STOKES")),
         fits.Column("CRVAL4", "J", array=const(0)),
-        fits.Column("RADESYS", "8A", array=const("AltAz")),
+        fits.Column("RADESYS", "8A", array=const(frame[2])),
         fits.Column("EQUINOX", "D", array=const(2000.0)),
         fits.Column("AZIMUTH", "D", unit="deg", array=per_row_t(az)),
         fits.Column("ELEVATIO", "D", unit="deg", array=per_row_t(el)),
@@ -165,7 +174,6 @@ def _scan_table(group: Any, scan: int, site: tuple[float, float, float] | None) 
         fits.Column("DATA", f"{c}E", unit="K", dim=f"({c})", array=data),
         fits.Column("FLAGS", f"{c}I", bzero=32768, dim=f"({c})", array=flag_rows),
     ]
-    site = site if site is not None else _site_from_attrs(attrs)
     if site is not None:  # dysh builds the observer (for plots, frame changes) from these
         cols += [fits.Column("SITELONG", "D", unit="deg", array=const(site[0])),
                  fits.Column("SITELAT", "D", unit="deg", array=const(site[1])),
@@ -178,6 +186,30 @@ def _scan_table(group: Any, scan: int, site: tuple[float, float, float] | None) 
     h["BUNIT"] = ("K", "T_A* (antenna temperature, signal sideband)")
     h["CALPIPE"] = ("L1", "calibrated by calpipe; see docs/export.md")
     return hdu
+
+
+def horizontal_to_icrs(az_deg: np.ndarray, el_deg: np.ndarray, mjd: np.ndarray,
+                       site: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(RA, Dec) in ICRS (deg) of horizontal coordinates seen from ``site`` at UTC ``mjd``.
+
+    astropy's AltAz -> ICRS without refraction (pressure 0: the L0 elevation is taken as
+    geometric) and with the bundled IERS tables only (no download; outside their range
+    astropy's degraded-accuracy mode, arcsecond level, is accepted).
+    """
+    import astropy.units as u
+    from astropy.coordinates import ICRS, AltAz, EarthLocation, SkyCoord
+    from astropy.time import Time
+    from astropy.utils import iers
+
+    location = EarthLocation.from_geodetic(site[0] * u.deg, site[1] * u.deg, site[2] * u.m)
+    with iers.conf.set_temp("auto_download", False), \
+            iers.conf.set_temp("iers_degraded_accuracy", "warn"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frame = AltAz(obstime=Time(np.asarray(mjd, np.float64), format="mjd", scale="utc"),
+                      location=location)
+        sky = SkyCoord(az=np.asarray(az_deg) * u.deg, alt=np.asarray(el_deg) * u.deg,
+                       frame=frame).transform_to(ICRS())
+    return np.asarray(sky.ra.deg), np.asarray(sky.dec.deg)
 
 
 def lst_seconds(mjd: np.ndarray, lon_deg: float) -> np.ndarray:
