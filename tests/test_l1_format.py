@@ -141,6 +141,14 @@ def test_astronomer_operations(store, results):
     assert one.sizes["pixel"] == 1 and one.sizes["array"] == 1
     first = ds.spectra.sel(time=slice(ds.time.values[0], ds.time.values[2]))
     assert first.sizes["time"] == 3
+    t0 = str(ds.time.values[0].astype("datetime64[ms]"))  # ISO text selects too
+    assert ds.spectra.sel(time=slice(t0, None)).sizes["time"] == ds.sizes["time"]
+    # a velocity axis
+    v = ds.spectra.swap_dims(frequency="velocity")
+    assert v.dims[0] == "velocity"
+    v0 = v.sel(velocity=0.0, method="nearest")
+    nearest = np.argmin(np.abs(ds.velocity.values))
+    np.testing.assert_array_equal(v0.values, ds.spectra.isel(frequency=nearest).values)
     # per-subscan t_sys broadcast onto the time axis
     tsys_t = ds.t_sys.sel(subscan=ds.time_subscan)
     assert tsys_t.dims == ("frequency", "pixel", "array", "time")

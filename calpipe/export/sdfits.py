@@ -1,22 +1,23 @@
-"""L1 -> single-dish FITS (SDFITS), readable by dysh and astropy (issue 15).
+"""L1 -> single-dish FITS (SDFITS), readable by dysh and astropy (issue 15; docs/export.md).
 
 One ``SINGLE DISH`` binary table per scan (``EXTVER`` = scan number; one table per scan keeps
 the memory to one scan and lets scans differ in channel count), one row per dump, pixel and
 ON subscan: row ``t * (R * A) + r * A + a`` for L1 time index ``t = s * D + d``.
 
-Per row: ``DATA`` (T_A*, K, NaN where blanked) and ``FLAGS`` (the L1 bit mask, uint16; dysh
+Per row: ``DATA`` (T_A*, K, NaN where blanked), ``FLAGS`` (the L1 bit mask, uint16; dysh
 masks every channel whose value is non-zero), ``TSYS`` (median over channels of the L1
 ``t_sys`` of the pixel and subscan, K), ``EXPOSURE`` (s), the linear frequency axis
-``CTYPE1 = 'FREQ'``, ``CRVAL1``, ``CDELT1``, ``CRPIX1`` (1-based), ``CUNIT1 = 'Hz'``
-(signal-sideband sky frequency, topocentric; CTYPE1 = 'FREQ-OBS', AIPS convention),
-``RESTFREQ`` and ``VELDEF = 'RADI-OBS'`` (radio
-convention, topocentric: calpipe applies no Doppler correction), ``DATE-OBS`` (UTC ISO-8601)
-and ``MJD-OBS``, the positions: ``CRVAL2/3`` = azimuth / elevation of the ON subscan
-(``CTYPE2/3 = 'AZ'/'EL'``, ``RADESYS = 'AltAz'``: the L0 format has no absolute sky
-coordinates) and ``LONOFF`` / ``LATOFF``, the sky offsets of the pixel (L1 ``lon_offset`` /
-``lat_offset``, deg), plus ``OBJECT``, ``SCAN``, ``SUBSCAN``, ``INTNUM`` (dump), ``FEED``,
-``PIXEL`` (L1 ``pixel_id``), ``TELESCOP``. ``CTYPE4 = 'STOKES'``, ``CRVAL4 = 1``: calpipe does
-not know the polarisation of a pixel, and dysh needs the keyword.
+``CTYPE1 = 'FREQ-OBS'`` (signal-sideband sky frequency, topocentric, AIPS convention),
+``CRVAL1``, ``CDELT1``, ``CRPIX1`` (1-based), ``CUNIT1 = 'Hz'``, ``RESTFREQ``,
+``VELDEF = 'RADI-OBS'`` (radio convention, topocentric: calpipe applies no Doppler
+correction), ``DATE-OBS`` (UTC ISO-8601) and ``MJD-OBS``. Positions: without a site,
+``CRVAL2/3`` = azimuth / elevation of the ON subscan (``CTYPE2/3 = 'AZ'/'EL'``,
+``RADESYS = 'AltAz'``: L0 has no absolute sky coordinates); with a site, the same boresight
+in ICRS (``RA``/``DEC``, ``RADESYS = 'ICRS'``) plus ``SITELONG/SITELAT/SITEELEV`` and ``LST``.
+``LONOFF`` / ``LATOFF``: the pixel's sky offsets (L1 ``lon_offset`` / ``lat_offset``, deg).
+Also ``OBJECT``, ``SCAN``, ``SUBSCAN``, ``INTNUM`` (dump), ``FEED``/``FDNUM``, ``PIXEL`` (L1
+``pixel_id``), ``TELESCOP``, and ``CTYPE4 = 'STOKES'``, ``CRVAL4 = 0`` (dysh: "UNKNOWN";
+calpipe does not know the polarisation of a pixel). ``TCAL`` holds the hot-load temperature.
 """
 
 from __future__ import annotations
