@@ -308,8 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - workflow module not installed
         pass
     from calpipe.export.cli import add_cli as add_export_cli  # issue 15
+    from calpipe.quicklook_cli import add_cli as add_quicklook_cli
 
     add_export_cli(sub)
+    add_quicklook_cli(sub)
     return parser
 
 

@@ -461,6 +461,7 @@ def quicklook_store(l1_store: str | Path, out_dir: str | Path | None = None,
     """
     from calpipe import l1
 
+    l1.check_format(l1_store)  # StoreError: not an L1 store, or an unknown version
     out = Path(out_dir) if out_dir is not None else default_quicklook_dir(l1_store)
     todo = l1.list_scans(l1_store) if scans is None else list(scans)
     paths = [quicklook_scan(l1_store, scan, quicklook_path(out, scan), axis)

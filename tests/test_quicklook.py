@@ -278,3 +278,14 @@ def test_quicklook_names_flags(campaign: tuple[Path, Path]) -> None:
         else:
             assert f"{name} " not in text.split("flags set:")[1].splitlines()[0], name
     assert "BAD_CHANNEL" in text and "FILL_VALUE" in text  # the session has both
+
+
+def test_quicklook_cli_velocity(campaign: tuple[Path, Path], tmp_path: Path) -> None:
+    import matplotlib.image as mpimg
+
+    _, out = campaign
+    assert cli.main(["-q", "quicklook", str(out), "--axis", "velocity", "--scans", "1001",
+                     "-o", str(tmp_path / "ql")]) == 0
+    png = tmp_path / "ql" / "scan_001001.png"
+    assert _is_nonempty_image(mpimg.imread(png))
+    assert cli.main(["-q", "quicklook", str(tmp_path / "nope.zarr")]) == 1
