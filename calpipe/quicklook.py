@@ -227,7 +227,7 @@ def _spectra_panel(ax: Any, xa: XAxis, values: np.ndarray, title: str, ylabel: s
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if n_r * n_a <= 16:
-        ax.legend(fontsize=7, ncol=4, loc="upper right", framealpha=0.8)
+        ax.legend(fontsize=7, ncol=4, loc="best", framealpha=0.8)  # least overlap
 
 
 def _fit_panel(fig: Any, spec: Any, xa: XAxis, data: dict[str, Any]) -> None:
@@ -286,7 +286,7 @@ def _data_panel(fig: Any, ax: Any, xa: XAxis, data: dict[str, Any]) -> None:
                        extent=(*_x_range(xa), -0.5, rows - 0.5))
         for s in range(1, n_s):
             ax.axhline(s * n_d - 0.5, color="w", lw=0.6, ls=":")
-        fig.colorbar(im, ax=ax, label="T_A* (K), mean over pixels", pad=0.01)
+        _colorbar(fig, ax, im, "T_A* (K), mean over pixels")
         ax.set_ylabel(f"dump ({n_s} ON subscans x {n_d} dumps)")
         ax.set_title("OTF waterfall: T_A* over dumps (mean over pixels)")
     else:
@@ -308,7 +308,7 @@ def _flag_panel(fig: Any, ax: Any, xa: XAxis, data: dict[str, Any]) -> None:
     im = ax.imshow(_ascending(xa, img).T, aspect="auto", origin="lower",
                    interpolation="nearest", cmap="Reds", vmin=0.0, vmax=1.0,
                    extent=(*_x_range(xa), -0.5, n_r * n_a - 0.5))
-    fig.colorbar(im, ax=ax, label="fraction of dumps flagged", pad=0.01)
+    _colorbar(fig, ax, im, "fraction of dumps flagged")
     labels = _pixel_labels(n_r, n_a, data.get("pixel_id"))
     outl = data["outlier_pixels"].reshape(-1)
     if n_r * n_a <= 32:
@@ -325,6 +325,13 @@ def _flag_panel(fig: Any, ax: Any, xa: XAxis, data: dict[str, Any]) -> None:
                  "in a pixel\n"
                  f"{int(outl.sum())} pixel(s) with TSYS_OUTLIER (red labels)")
     ax.set_xlabel(xa.label)
+
+
+def _colorbar(fig: Any, ax: Any, im: Any, label: str) -> None:
+    """A colorbar attached to the panel's right edge (an inset: constrained layout would
+    otherwise push it to the figure edge)."""
+    cax = ax.inset_axes((1.01, 0.0, 0.025, 1.0))
+    fig.colorbar(im, cax=cax, label=label)
 
 
 def flag_legend(counts: dict[str, int], n_samples: int) -> str:

@@ -289,3 +289,16 @@ def test_quicklook_cli_velocity(campaign: tuple[Path, Path], tmp_path: Path) -> 
     png = tmp_path / "ql" / "scan_001001.png"
     assert _is_nonempty_image(mpimg.imread(png))
     assert cli.main(["-q", "quicklook", str(tmp_path / "nope.zarr")]) == 1
+
+
+def test_colorbars_sit_next_to_their_panels(campaign: tuple[Path, Path]) -> None:
+    from calpipe.quicklook import build_figure
+
+    _, out = campaign
+    fig = build_figure(out, 1002)  # OTF: waterfall and flag images
+    fig.canvas.draw()
+    for prefix in ("OTF waterfall", "flags"):
+        ax = next(a for a in fig.axes if a.get_title().startswith(prefix))
+        (cax,) = ax.child_axes
+        gap = cax.get_position().x0 - ax.get_position().x1
+        assert 0 <= gap < 0.02, (prefix, gap)
