@@ -42,7 +42,7 @@ def io_floor(store: Path, out: Path) -> float:
     t0 = time.perf_counter()
     session = open_session(store)
     root = zarr.open_group(str(out), mode="w", zarr_format=3)
-    codecs = l1._codecs()
+    codecs = l1._codecs(True)
     for n in session.source_scans():
         scan = session.load_scan(n)
         cal = session.load_calibration(n, scan.meta.lloadsn)
@@ -53,10 +53,12 @@ def io_floor(store: Path, out: Path) -> float:
         del scan, cal
         g = root.create_group(f"scan_{n:06d}")
         for name, values in (("spectra", spectra), ("flags", flags)):
-            arr = g.create_array(name, shape=values.shape, dtype=values.dtype,
-                                 chunks=l1.l1_chunks(values.shape, values.dtype.itemsize),
+            shape = (c, d * n_on, r, a)  # L1 format 2: [frequency, time, pixel, array]
+            arr = g.create_array(name, shape=shape, dtype=values.dtype,
+                                 chunks=l1.l1_chunks(shape, values.dtype.itemsize, d),
                                  dimension_names=l1.DIMS[name], **codecs)
-            arr[...] = values
+            for k in range(n_on):  # one ON subscan per write, as calpipe.l1.write_scan
+                arr[:, k * d:(k + 1) * d] = values[..., k]
     return time.perf_counter() - t0
 
 

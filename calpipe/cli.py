@@ -479,6 +479,11 @@ def build_parser() -> argparse.ArgumentParser:
     from calpipe.importers import cli as importers_cli  # issue 16: calpipe import sdfits
 
     importers_cli.add_cli(sub)
+    from calpipe.export.cli import add_cli as add_export_cli  # issue 15
+    from calpipe.quicklook_cli import add_cli as add_quicklook_cli
+
+    add_export_cli(sub)
+    add_quicklook_cli(sub)
     return parser
 
 

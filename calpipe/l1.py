@@ -1,116 +1,207 @@
-"""L1 store writer and reader (DESIGN 2.2).
+"""L1 store writer and reader (DESIGN 2.2; the versioned schema is docs/l1-format.md).
 
 One group per calibrated scan, ``scan_NNNNNN``, written atomically: the group is built under a
 hidden temporary name in the same store and renamed into place in one ``os.rename`` (a reader
 sees the complete group or none; a crash leaves only a ``.partial-*`` directory, which no
-reader lists and the next run removes). Every array carries zarr v3 ``dimension_names`` so
-``xarray.open_zarr(store, group="scan_NNNNNN")`` gives named dimensions.
+reader lists and the next run removes).
+
+Format version 2 (issue 15) is self-describing: ``xarray.open_zarr(store, group=...)`` gives
+named dimensions (``frequency``, ``time``, ``pixel``, ``array``, ``subscan``, ``off_subscan``),
+index coordinates (sky frequency, UTC time, ON subscan number), auxiliary coordinates
+(velocity, image frequency, positions, pixel ids) and CF attributes. The dumps of all ON
+subscans form one ``time`` axis, subscan-major: time index ``t = s * D + d``. Every array
+carries a crc32c checksum codec, so a corrupted chunk fails to decode instead of returning
+wrong numbers. All names live in this module (``DIM_*``, ``SCHEMA``); readers import them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from calpipe.errors import CalpipeError, StoreError
+from calpipe.physics import flags as fl
 from calpipe.products import CalibrationResult
 from calpipe.schema import (
     FAILURES_FILE,
+    L1_FORMAT_NAME,
+    L1_FORMAT_VERSION,
     LOCK_FILE,
     PARTIAL_PREFIX,
     SUMMARY_FILE,
     parse_scan_group,
     scan_group_name,
 )
-from calpipe.schema import (
-    L1_FORMAT_NAME as FORMAT_NAME,
-)
-from calpipe.schema import (
-    L1_FORMAT_VERSION as FORMAT_VERSION,
-)
 
 log = logging.getLogger(__name__)
 
+FORMAT_NAME = L1_FORMAT_NAME
+#: version 2 (issue 15): named dimensions and coordinates, one time axis, degrees, crc32c
+FORMAT_VERSION = L1_FORMAT_VERSION
+#: versions this reader understands
+READABLE_VERSIONS = (2,)
 
-#: dimension names of every L1 array (per-pixel atmosphere adds R, A to tau / tr)
-DIMS: dict[str, tuple[str, ...]] = {
-    "spectra": ("C", "D", "R", "A", "S_on"),
-    "flags": ("C", "D", "R", "A", "S_on"),
-    "t_sys": ("C", "R", "A", "S_on"),
-    "weight": ("C", "R", "A", "S_on"),
-    "t_rec": ("C", "R", "A"),
-    "gamma": ("C", "R", "A"),
-    "tau_signal": ("C",),
-    "tau_image": ("C",),
-    "tr_signal": ("C", "S_on"),
-    "tr_image": ("C", "S_on"),
-    "frequency_signal": ("C",),
-    "frequency_image": ("C",),
-    "mjd": ("D", "S_on"),
-    "otf_lon": ("D", "S_on"),
-    "otf_lat": ("D", "S_on"),
-    "elevation": ("S_on",),
-    "azimuth": ("S_on",),
-    "exptime": ("S_on",),
-    "pixel_offset_lon": ("R", "A", "S_on"),
-    "pixel_offset_lat": ("R", "A", "S_on"),
-    "atm_fit_observed_k": ("C", "S_off"),
-    "atm_fit_model_k": ("C", "S_off"),
-    "scale_uncertainty": ("C", "S_on"),  # optional (issue 13): absent in older stores
-}
+# -- the schema (one place: every reader imports these names) --------------------------------
+
+DIM_FREQUENCY = "frequency"  # C: channels, indexed by the signal-sideband sky frequency (Hz)
+DIM_TIME = "time"  # D x S_on: every dump of every ON subscan, subscan-major
+DIM_PIXEL = "pixel"  # R: receiver (pixel) within an array
+DIM_ARRAY = "array"  # A: sub-array / band
+DIM_SUBSCAN = "subscan"  # S_on: ON subscans, indexed by their L0 subscan number
+DIM_OFF = "off_subscan"  # S_off: OFF subscans (pwv-fit diagnostic), by L0 subscan number
+
+#: modified Julian date epoch as a CF time unit (xarray decodes it to datetime64, UTC)
+MJD_UNITS = "days since 1858-11-17 00:00:00"
+C_KM_S = 299792.458
+
+
+@dataclass(frozen=True)
+class Var:
+    """One L1 array: on-disk name, dimensions, CF attributes; ``coord`` = an xarray coordinate.
+
+    ``field`` is the ``CalibrationResult`` attribute it stores (None: derived by the writer,
+    not read back by ``read_scan``).
+    """
+
+    name: str
+    dims: tuple[str, ...]
+    long_name: str
+    units: str | None = None
+    coord: bool = False
+    field: str | None = None
+
+
+F, T, R, A, S, OF = DIM_FREQUENCY, DIM_TIME, DIM_PIXEL, DIM_ARRAY, DIM_SUBSCAN, DIM_OFF
+_SCHEMA = [
+    Var("spectra", (F, T, R, A), "antenna temperature T_A* (signal sideband)", "K",
+        field="spectra"),
+    Var("flags", (F, T, R, A), "quality flags (bit mask)", None, field="flags"),
+    Var("t_sys", (F, R, A, S), "system temperature on the T_A* scale", "K", field="t_sys"),
+    Var("weight", (F, R, A, S), "inverse variance of one dump (radiometer equation)", "K-2",
+        field="weight"),
+    Var("t_rec", (F, R, A), "SSB receiver temperature", "K", field="t_rec"),
+    Var("gamma", (F, R, A), "gain (counts per K)", "counts/K", field="gamma"),
+    Var("tau_signal", (F,), "zenith opacity, signal sideband", "neper", field="tau_signal"),
+    Var("tau_image", (F,), "zenith opacity, image sideband", "neper", field="tau_image"),
+    Var("tr_signal", (F, S), "atmospheric transmission at the ON elevation, signal sideband",
+        "1", field="tr_signal"),
+    Var("tr_image", (F, S), "atmospheric transmission at the ON elevation, image sideband",
+        "1", field="tr_image"),
+    Var("atm_fit_observed_k", (F, OF), "pwv fit: observed sky minus hot, mean over pixels", "K",
+        field="atm_fit_observed_k"),
+    Var("atm_fit_model_k", (F, OF), "pwv fit: model sky minus hot at the fitted pwv", "K",
+        field="atm_fit_model_k"),
+    # optional (issue 13): absent for a fixed / fallback pwv
+    Var("scale_uncertainty", (F, S), "fractional 1-sigma T_A* scale error from the pwv error",
+        "1", field="scale_uncertainty"),
+    # coordinates
+    Var(F, (F,), "sky frequency, signal sideband (topocentric)", "Hz", True,
+        "frequency_signal"),
+    Var("frequency_image", (F,), "sky frequency, image sideband (topocentric)", "Hz", True,
+        "frequency_image"),
+    Var("velocity", (F,), "radio velocity from the rest frequency, topocentric (no LSR "
+        "correction)", "km s-1", True),
+    Var(T, (T,), "time of the dump start (UTC)", MJD_UNITS, True, "mjd"),
+    Var("time_subscan", (T,), "L0 subscan number of the ON subscan of this dump", None, True),
+    Var("dump", (T,), "dump number within its ON subscan", None, True),
+    Var("otf_lon", (T,), "map offset in longitude (boresight)", "deg", True, "otf_lon"),
+    Var("otf_lat", (T,), "map offset in latitude (boresight)", "deg", True, "otf_lat"),
+    Var("lon_offset", (T, R, A), "sky offset in longitude of the pixel (otf_lon + "
+        "pixel_offset_lon)", "deg", True),
+    Var("lat_offset", (T, R, A), "sky offset in latitude of the pixel (otf_lat + "
+        "pixel_offset_lat)", "deg", True),
+    Var(S, (S,), "L0 subscan number of the ON subscan", None, True),
+    Var("elevation", (S,), "elevation at the ON subscan start", "deg", True, "elevation"),
+    Var("azimuth", (S,), "azimuth at the ON subscan start", "deg", True, "azimuth"),
+    Var("exptime", (S,), "integration time per dump", "s", True, "exptime"),
+    Var("frontend_backend", (S,), "L0 frontend_backends id of the ON subscan", None, True),
+    Var("pixel_offset_lon", (R, A, S), "pixel offset in longitude", "deg", True,
+        "pixel_offset_lon"),
+    Var("pixel_offset_lat", (R, A, S), "pixel offset in latitude", "deg", True,
+        "pixel_offset_lat"),
+    Var("pixel_id", (R, A), "pixel name", None, True),
+    Var(OF, (OF,), "L0 subscan number of the OFF subscan", None, True),
+]
+SCHEMA: dict[str, Var] = {v.name: v for v in _SCHEMA}
+#: CalibrationResult field -> on-disk variable
+FIELDS: dict[str, Var] = {v.field: v for v in _SCHEMA if v.field is not None}
+#: on-disk dims of every CalibrationResult field (per-pixel atmosphere: PER_PIXEL_DIMS)
+DIMS: dict[str, tuple[str, ...]] = {f: v.dims for f, v in FIELDS.items()}
 PER_PIXEL_DIMS = {
-    "tau_signal": ("C", "R", "A"),
-    "tau_image": ("C", "R", "A"),
-    "tr_signal": ("C", "R", "A", "S_on"),
-    "tr_image": ("C", "R", "A", "S_on"),
-    "scale_uncertainty": ("C", "R", "A", "S_on"),
+    "tau_signal": (F, R, A),
+    "tau_image": (F, R, A),
+    "tr_signal": (F, R, A, S),
+    "tr_image": (F, R, A, S),
+    "scale_uncertainty": (F, R, A, S),
 }
-UNITS = {
-    "spectra": "K", "t_sys": "K", "weight": "K-2", "t_rec": "K", "gamma": "counts/K",
-    "tau_signal": "neper", "tau_image": "neper", "frequency_signal": "Hz",
-    "frequency_image": "Hz", "mjd": "d", "otf_lon": "deg", "otf_lat": "deg",
-    "elevation": "rad", "azimuth": "rad", "exptime": "s", "pixel_offset_lon": "deg",
-    "pixel_offset_lat": "deg", "atm_fit_observed_k": "K", "atm_fit_model_k": "K",
-    "scale_uncertainty": "1",
-}
+#: CalibrationResult fields that may be None (then not written, and read back as None)
+OPTIONAL_FIELDS = ("scale_uncertainty",)
+#: arrays with a time axis: written one ON subscan (D dumps) at a time
+TIME_FIELDS = ("spectra", "flags")
+FLAG_MASKS = list(fl.NAMES)
+FLAG_MEANINGS = " ".join(fl.NAMES.values())
 CHUNK_BYTES = 8 << 20
 
 
-def l1_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    """Whole spectra per chunk, one ON subscan per chunk for the big arrays, <= CHUNK_BYTES.
+def l1_chunks(shape: tuple[int, ...], itemsize: int, n_dumps: int | None = None
+              ) -> tuple[int, ...]:
+    """Chunk shape: whole spectra, one ON subscan per chunk, at most CHUNK_BYTES.
 
-    Measured in docs/performance.md: whole-channel chunks read a spectrum in one request
-    and keep the chunk count per scan small.
+    ``[C, T, R, A]`` arrays (``n_dumps`` = D given): the time chunk is a divisor of D so that
+    no chunk straddles two ON subscans (each subscan is written in one call); it shrinks to
+    smaller divisors, then the pixel axes halve, until the chunk fits. ``[C, R, A, S]``
+    arrays: one subscan per chunk, pixels halved until it fits. Smaller arrays: one chunk.
+    Measured in docs/performance.md: whole-channel chunks read a spectrum in one request and
+    keep the chunk count per scan small.
     """
     if len(shape) < 4:
         return shape
     chunks = list(shape)
-    chunks[-1] = 1  # S_on
-    # shrink dumps (axis 1 of 5-D arrays), then pixels, until the chunk fits
-    axes = [1, 2, 3] if len(shape) == 5 else [1, 2]
+
+    def size() -> int:
+        return int(np.prod(chunks)) * itemsize
+
+    if n_dumps is not None:  # [C, T, R, A]
+        divisors = [k for k in range(n_dumps, 0, -1) if n_dumps % k == 0]
+        chunks[1] = divisors.pop(0)
+        while size() > CHUNK_BYTES and divisors:
+            chunks[1] = divisors.pop(0)
+        axes = [2, 3]
+    else:  # [C, R, A, S]
+        chunks[-1] = 1
+        axes = [1, 2]
     for ax in axes:
-        while int(np.prod(chunks)) * itemsize > CHUNK_BYTES and chunks[ax] > 1:
+        while size() > CHUNK_BYTES and chunks[ax] > 1:
             chunks[ax] = (chunks[ax] + 1) // 2
     return tuple(chunks)
 
 
-def _codecs() -> dict[str, Any]:
-    from zarr.codecs import BloscCodec
+def _codecs(big: bool) -> dict[str, Any]:
+    """Blosc lz4 + shuffle for the big arrays, zstd for the rest; crc32c last on every array
+    (a flipped bit in a chunk then fails the read with a checksum error)."""
+    from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-    return {"compressors": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")}
+    first = (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle") if big
+             else ZstdCodec(level=0))
+    return {"compressors": (first, Crc32cCodec())}
 
 
 def init_store(path: str | Path) -> Any:
-    """Create (atomically) or open an L1 store and remove stale partial groups; the caller
-    holds the exclusive output lock. Returns the root group."""
+    """Create (atomically) or open an L1 store of this format version and remove stale
+    partial groups; the caller holds the exclusive output lock. Returns the root group.
+
+    Groups of two format versions never mix in one store (``check_format``)."""
     import zarr
 
     ensure_store(path)
@@ -124,8 +215,6 @@ def init_store(path: str | Path) -> Any:
 def write_scan(path: str | Path, result: CalibrationResult, extra_attrs: Mapping[str, Any]
                ) -> Path:
     """Write one scan group atomically; replaces an existing group of the same scan."""
-    import zarr
-
     result.check()
     path = Path(path)
     name = scan_group_name(result.scan)
@@ -134,28 +223,11 @@ def write_scan(path: str | Path, result: CalibrationResult, extra_attrs: Mapping
     tmp = path / tmp_name
     if tmp.exists():
         shutil.rmtree(tmp)
-    root = zarr.open_group(str(path), mode="r+")
-    attrs = dict(result.attrs)
-    attrs.update(extra_attrs)
-    group = root.create_group(tmp_name, attributes=_jsonable(attrs))  # one metadata write
-    dims = dict(DIMS)
-    if result.tau_signal.ndim == 3:
-        dims.update(PER_PIXEL_DIMS)
-    codecs = _codecs()
-    for field_name, dim_names in dims.items():
-        values = getattr(result, field_name)
-        if values is None:  # optional array
-            continue
-        arr = group.create_array(
-            field_name, shape=values.shape, dtype=values.dtype,
-            chunks=l1_chunks(values.shape, values.dtype.itemsize),
-            dimension_names=dim_names,
-            fill_value=np.nan if values.dtype.kind == "f" else 0,
-            attributes={"units": UNITS[field_name]} if field_name in UNITS else {},
-            **(codecs if values.ndim >= 4 else {}),
-        )
-        arr[...] = values
-    _fsync_tree(tmp)
+    try:
+        _write_group(path, tmp_name, result, extra_attrs)
+    except BaseException:  # disk full, read-only, interrupted: no partial group stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         trash = path / f"{PARTIAL_PREFIX}old-{name}-{os.getpid()}"
         os.rename(final, trash)
@@ -164,6 +236,199 @@ def write_scan(path: str | Path, result: CalibrationResult, extra_attrs: Mapping
     else:
         os.rename(tmp, final)
     return final
+
+
+def _write_group(path: Path, tmp_name: str, result: CalibrationResult,
+                 extra_attrs: Mapping[str, Any]) -> None:
+    """Build the scan group under its hidden name and fsync it (write_scan renames it)."""
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r+")
+    attrs = dict(result.attrs)
+    attrs.update(extra_attrs)
+    attrs = _describe(attrs, result)
+    group = root.create_group(tmp_name, attributes=_jsonable(attrs))  # one metadata write
+    variables = scan_variables(result)
+    coords = [v.name for v, _d, _x in variables if v.coord and v.name not in v.dims]
+    n_d = result.spectra.shape[1]
+    for var, dims, values in variables:
+        meta: dict[str, Any] = {"long_name": var.long_name}
+        if var.units is not None:
+            meta["units"] = var.units
+        meta.update(_extra_attrs(var.name, attrs))
+        if not var.coord:
+            aux = [c for c in coords if set(SCHEMA[c].dims) <= set(dims)]
+            if aux:
+                meta["coordinates"] = " ".join(aux)
+        is_time = var.field in TIME_FIELDS
+        kind = values.dtype.kind
+        arr = group.create_array(
+            var.name, shape=values.shape, dtype=values.dtype if kind != "U" else str,
+            chunks=l1_chunks(values.shape, values.dtype.itemsize, n_d if is_time else None),
+            dimension_names=dims,
+            fill_value=np.nan if kind == "f" else ("" if kind == "U" else 0),
+            attributes=meta, **_codecs(values.ndim >= 4),
+        )
+        if is_time:  # [C, D, R, A, S] -> time = s * D + d, one ON subscan per write
+            for s in range(result.spectra.shape[4]):
+                arr[:, s * n_d:(s + 1) * n_d] = values.source[..., s]
+        else:
+            arr[...] = values
+    _fsync_tree(path / tmp_name)
+
+
+class _TimeLayout:
+    """A [C, D, R, A, S] array presented as [C, S*D, R, A] without a copy (written per S)."""
+
+    ndim = 4
+
+    def __init__(self, source: np.ndarray):
+        c, d, r, a, s = source.shape
+        self.source = source
+        self.shape = (c, s * d, r, a)
+        self.dtype = source.dtype
+
+
+def scan_variables(result: CalibrationResult) -> list[tuple[Var, tuple[str, ...], Any]]:
+    """Every variable of a scan group as (schema entry, dims, values in the on-disk layout).
+
+    The big time arrays come as ``_TimeLayout`` views; everything else as numpy arrays.
+    """
+    c, n_d, n_r, n_a, n_s = result.spectra.shape
+    attrs = result.attrs
+    on = _index_list(attrs.get("reference", {}).get("on_index"), n_s)
+    n_off = result.atm_fit_observed_k.shape[1]
+    off = _index_list(attrs.get("reference", {}).get("off_index"), n_off)
+    per_pixel = result.tau_signal.ndim == 3
+
+    def by_time(x: np.ndarray) -> np.ndarray:  # [D, S] -> [S*D]
+        return np.ascontiguousarray(x.T).reshape(-1)
+
+    sub_of_t = np.repeat(np.arange(n_s), n_d)
+    out: list[tuple[Var, tuple[str, ...], Any]] = []
+    for field_name, var in FIELDS.items():
+        dims = PER_PIXEL_DIMS.get(field_name, var.dims) if per_pixel else var.dims
+        values = getattr(result, field_name)
+        if values is None and field_name in OPTIONAL_FIELDS:
+            continue
+        if field_name in TIME_FIELDS:
+            values = _TimeLayout(values)
+        elif field_name in ("mjd", "otf_lon", "otf_lat"):
+            values = by_time(values)
+        elif field_name in ("elevation", "azimuth"):
+            values = np.degrees(values.astype(np.float64))
+        out.append((var, dims, values))
+    derived: dict[str, np.ndarray] = {
+        "time_subscan": np.asarray(on, dtype=np.int32)[sub_of_t],
+        "dump": np.tile(np.arange(n_d, dtype=np.int32), n_s),
+        DIM_SUBSCAN: np.asarray(on, dtype=np.int32),
+        DIM_OFF: np.asarray(off, dtype=np.int32),
+        "pixel_id": pixel_ids(attrs.get("frontend_backends"), n_r, n_a),
+    }
+    for axis, pix in (("lon", result.pixel_offset_lon), ("lat", result.pixel_offset_lat)):
+        otf = by_time(getattr(result, f"otf_{axis}"))  # [T]
+        derived[f"{axis}_offset"] = otf[:, None, None] + np.moveaxis(pix[..., sub_of_t], 2, 0)
+    rest = _rest_frequency(attrs)
+    if rest is not None:
+        derived["velocity"] = C_KM_S * (1.0 - result.frequency_signal / rest)
+    fb = attrs.get("frontend_backends")
+    if isinstance(fb, list) and len(fb) == n_s:
+        derived["frontend_backend"] = np.array([str(x) for x in fb])
+    out += [(SCHEMA[k], SCHEMA[k].dims, v) for k, v in derived.items()]
+    return out
+
+
+def _index_list(value: Any, n: int) -> list[int]:
+    if isinstance(value, list) and len(value) == n:
+        return [int(v) for v in value]
+    return list(range(n))
+
+
+def _rest_frequency(attrs: Mapping[str, Any]) -> float | None:
+    try:
+        rest = float(attrs.get("rest_freq_hz"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return rest if np.isfinite(rest) and rest > 0 else None
+
+
+def pixel_ids(frontend_backends: Any, n_r: int, n_a: int) -> np.ndarray:
+    """Pixel names [R, A].
+
+    From ``frontend_backends`` (one string per ON subscan) when every ON subscan lists the
+    same R x A distinct names (separated by commas, semicolons or blanks; filled in [R, A]
+    C order), or when there is one pixel and every ON subscan gives the same single name.
+    Otherwise generated: ``A<a>_PX<rr>`` (array a, pixel r).
+    """
+    generated = np.array([[f"A{a}_PX{r:02d}" for a in range(n_a)] for r in range(n_r)])
+    if not isinstance(frontend_backends, list) or not frontend_backends:
+        return generated
+    lists = {tuple(t for t in re.split(r"[,;\s]+", str(x).strip()) if t)
+             for x in frontend_backends}
+    if len(lists) != 1:
+        return generated
+    names = next(iter(lists))
+    if len(names) == n_r * n_a and len(set(names)) == len(names):
+        return np.array(names).reshape(n_r, n_a)
+    return generated
+
+
+def _extra_attrs(name: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-variable attributes beyond long_name / units."""
+    if name == "flags":
+        return {"flag_masks": FLAG_MASKS, "flag_meanings": FLAG_MEANINGS}
+    if name == DIM_TIME:
+        return {"calendar": "proleptic_gregorian", "standard_name": "time",
+                "time_scale": "UTC", "comment": "MJD of the L0 subscan start + d * exptime"}
+    if name == "velocity":
+        return {"doppler_convention": "radio", "reference_frame": "topocentric",
+                "rest_frequency_hz": _rest_frequency(attrs),
+                "comment": "c (1 - frequency / rest_frequency); the L0 sky frequencies are "
+                           "not corrected for the Earth's motion, so this is not V_LSR"}
+    if name == DIM_FREQUENCY:
+        return {"sideband": "signal", "reference_frame": "topocentric"}
+    return {}
+
+
+def _describe(attrs: dict[str, Any], result: CalibrationResult) -> dict[str, Any]:
+    """Scan attributes of format 2: ISO-8601 ``date_obs`` (UTC); the L0 text kept aside."""
+    out = dict(attrs)
+    l0_text = str(attrs.get("date_obs", "") or "")
+    start = _iso_from_text(l0_text)
+    if start is None:
+        mjd = result.mjd[np.isfinite(result.mjd)]
+        start = mjd_to_iso(float(mjd.min())) if mjd.size else ""
+    out["date_obs"] = start
+    if l0_text and l0_text != start:
+        out["date_obs_l0"] = l0_text
+    return out
+
+
+MJD_EPOCH = dt.datetime(1858, 11, 17, tzinfo=dt.UTC)
+
+
+def mjd_to_iso(mjd: float) -> str:
+    """MJD (UTC) -> ``YYYY-MM-DDThh:mm:ss.ffffff`` (UTC, no zone suffix, as FITS DATE-OBS)."""
+    t = MJD_EPOCH + dt.timedelta(days=float(mjd))
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def _iso_from_text(text: str) -> str | None:
+    """An L0 ``date_obs``: ISO-8601 (normalised to UTC) or ``MJD <number>``; else None."""
+    text = text.strip()
+    m = re.fullmatch(r"MJD\s*([0-9.+-eE]+)", text)
+    if m:
+        try:
+            return mjd_to_iso(float(m.group(1)))
+        except ValueError:
+            return None
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.UTC).replace(tzinfo=None)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 def _fsync_tree(directory: Path) -> None:
@@ -192,6 +457,34 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+# -- reading -----------------------------------------------------------------------------------
+
+def check_format(path: str | Path) -> dict[str, Any]:
+    """Root attributes of an L1 store; StoreError unless it is calpipe-l1 of a known version."""
+    import json
+
+    path = Path(path)
+    meta = path / "zarr.json"
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {}) or {}
+    except FileNotFoundError:
+        raise StoreError(f"{path} is not an L1 store (no zarr.json)") from None
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read the root metadata of L1 store {path}: {exc}") from exc
+    if attrs.get("format") != FORMAT_NAME:
+        raise StoreError(f"{path} is not a calpipe L1 store (format {attrs.get('format')!r})")
+    version = attrs.get("format_version")
+    if version not in READABLE_VERSIONS:
+        from calpipe import __version__
+
+        hint = ("written by an older calpipe: recalibrate the session (or read it with the "
+                "calpipe release that wrote it)" if isinstance(version, int)
+                and version < FORMAT_VERSION else "written by a newer calpipe: upgrade calpipe")
+        raise StoreError(f"L1 store {path} has format_version {version!r}; calpipe "
+                         f"{__version__} reads version(s) {list(READABLE_VERSIONS)} ({hint})")
+    return dict(attrs)
+
+
 def list_scans(path: str | Path) -> list[int]:
     """Scan numbers with a complete group in an L1 store."""
     path = Path(path)
@@ -203,23 +496,71 @@ def list_scans(path: str | Path) -> list[int]:
     return sorted(out)
 
 
+def open_group(path: str | Path, scan: int) -> Any:
+    """The zarr group of one scan (format checked); CalpipeError if it is not there."""
+    import zarr
+
+    check_format(path)
+    group_path = Path(path) / scan_group_name(scan)
+    if not (group_path / "zarr.json").exists():
+        raise CalpipeError(f"L1 store {path} has no complete group for scan {scan}")
+    return zarr.open_group(str(group_path), mode="r")
+
+
 def open_scan(path: str | Path, scan: int) -> Any:
-    """The scan group as an ``xarray.Dataset`` (lazy, named dimensions)."""
+    """The scan group as an ``xarray.Dataset`` (lazy; named dimensions and coordinates)."""
     import xarray as xr
 
+    check_format(path)
     try:
         return xr.open_zarr(str(path), group=scan_group_name(scan), consolidated=False)
     except (FileNotFoundError, KeyError) as exc:
         raise CalpipeError(f"L1 store {path} has no complete group for scan {scan}") from exc
 
 
-def read_scan(path: str | Path, scan: int) -> CalibrationResult:
-    """Read a scan group back into a ``CalibrationResult`` (arrays in memory)."""
-    import zarr
+def n_dumps(group: Any) -> int:
+    """D: dumps per ON subscan of a scan group (time length / ON subscans)."""
+    n_t = int(group[DIM_TIME].shape[0])
+    n_s = int(group[DIM_SUBSCAN].shape[0])
+    return n_t // max(n_s, 1)
 
-    group = zarr.open_group(str(Path(path) / scan_group_name(scan)), mode="r")
-    values = {name: np.asarray(_array(group, name)[...]) for name in DIMS
-              if name != "scale_uncertainty" or name in group}
+
+def read_subscan(group: Any, name: str, s: int) -> np.ndarray:
+    """[C, D, R, A] block of a time array (``spectra`` / ``flags``) for ON subscan ``s``."""
+    d = n_dumps(group)
+    return read_array(group, name, (slice(None), slice(s * d, (s + 1) * d)))
+
+
+def read_array(group: Any, name: str, selection: Any = Ellipsis) -> np.ndarray:
+    """Read (part of) one array; a chunk that fails to decode (checksum) is a StoreError."""
+    try:
+        return np.asarray(_array(group, name)[selection])
+    except KeyError:
+        raise
+    except Exception as exc:  # crc32c mismatch, truncated chunk, codec error
+        raise StoreError(f"L1 group {group.path or group.store}: array {name!r} is "
+                         f"unreadable ({type(exc).__name__}: {exc})") from exc
+
+
+def read_scan(path: str | Path, scan: int) -> CalibrationResult:
+    """Read a scan group back into a ``CalibrationResult`` (arrays in memory, the in-memory
+    layout: [C, D, R, A, S_on], radians), bit-identical to what was written."""
+    group = open_group(path, scan)
+    n_s = int(group[DIM_SUBSCAN].shape[0])
+    values: dict[str, np.ndarray] = {}
+    present = set(group.array_keys())
+    for field_name, var in FIELDS.items():
+        if field_name in OPTIONAL_FIELDS and var.name not in present:
+            continue
+        x = read_array(group, var.name)
+        if field_name in TIME_FIELDS:  # [C, S*D, R, A] -> [C, D, R, A, S]
+            c, n_t, r, a = x.shape
+            x = np.moveaxis(x.reshape(c, n_s, n_t // n_s, r, a), 1, 4)
+        elif field_name in ("mjd", "otf_lon", "otf_lat"):
+            x = x.reshape(n_s, -1).T
+        elif field_name in ("elevation", "azimuth"):
+            x = np.radians(x).astype(np.float32)
+        values[field_name] = x
     attrs = dict(group.attrs)
     return CalibrationResult(scan=int(str(attrs["scan_number"])), mode=str(attrs["mode"]),
                              attrs=attrs, **values)
@@ -297,13 +638,7 @@ def ensure_store(path: str | Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
             if not (path / "zarr.json").exists():
                 raise
-    try:
-        meta = json.loads((path / "zarr.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot open L1 store {path}: {exc}") from exc
-    fmt = (meta.get("attributes") or {}).get("format") if isinstance(meta, dict) else None
-    if fmt != FORMAT_NAME:
-        raise StoreError(f"{path} exists and is not a calpipe L1 store (format {fmt!r})")
+    check_format(path)
 
 
 def remove_stale_partials(path: str | Path, scan: int | None = None) -> None:

@@ -21,6 +21,7 @@ import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +64,9 @@ def quicklook_path(out_dir: str | Path, scan: int) -> Path:
 # -- reading ---------------------------------------------------------------------------------
 
 def _open_group(l1_store: str | Path, scan: int) -> Any:
-    import zarr
+    from calpipe import l1
 
-    from calpipe.l0 import scan_group_name
-
-    path = Path(l1_store) / scan_group_name(scan)
-    if not (path / "zarr.json").exists():
-        raise CalpipeError(f"L1 store {l1_store} has no complete group for scan {scan}")
-    return zarr.open_group(str(path), mode="r")
+    return l1.open_group(l1_store, scan)
 
 
 def _bin_channels(x: np.ndarray, n_max: int) -> np.ndarray:
@@ -88,21 +84,29 @@ def _bin_channels(x: np.ndarray, n_max: int) -> np.ndarray:
 
 def _read_scan(group: Any) -> dict[str, Any]:
     """The small arrays plus per-subscan reductions of spectra and flags."""
-    small = ("t_sys", "t_rec", "frequency_signal", "mjd")
-    data: dict[str, Any] = {name: np.asarray(group[name][...]) for name in small}
+    from calpipe import l1
+
+    small = {"t_sys": "t_sys", "t_rec": "t_rec", "frequency_signal": l1.DIM_FREQUENCY,
+             "mjd": l1.DIM_TIME}
+    data: dict[str, Any] = {key: l1.read_array(group, name) for key, name in small.items()}
     names = set(group.array_keys())
     for name in ("atm_fit_observed_k", "atm_fit_model_k"):
-        data[name] = np.asarray(group[name][...]) if name in names else None
-    spectra, flags = group["spectra"], group["flags"]
-    n_c, n_d, n_r, n_a, n_s = spectra.shape
+        data[name] = l1.read_array(group, name) if name in names else None
+    rest = group["velocity"].attrs.get("rest_frequency_hz") if "velocity" in names else None
+    data["rest_freq_hz"] = rest
+    n_c, _n_t, n_r, n_a = group["spectra"].shape
+    n_s = int(group[l1.DIM_SUBSCAN].shape[0])
+    n_d = l1.n_dumps(group)
     mean_pix_rows = []  # pixel-mean T_A* per dump: [C, D] per subscan
     sum_spec = np.zeros((n_c, n_r, n_a))
     cnt_spec = np.zeros((n_c, n_r, n_a))
     flag_frac = np.zeros((n_c, n_r, n_a))
     outlier = np.zeros((n_r, n_a), dtype=bool)
+    bits = {**fl.NAMES, 0xFF00: "RESERVED_8_15"}
+    flag_counts = dict.fromkeys(bits.values(), 0)
     for s in range(n_s):
-        x = np.asarray(spectra[..., s], dtype=np.float64)  # [C, D, R, A]
-        f = np.asarray(flags[..., s])
+        x = l1.read_subscan(group, "spectra", s).astype(np.float64)  # [C, D, R, A]
+        f = l1.read_subscan(group, "flags", s)
         ok = np.isfinite(x)
         with _quiet():
             mean_pix_rows.append(np.nanmean(x, axis=(2, 3)))
@@ -110,6 +114,8 @@ def _read_scan(group: Any) -> dict[str, Any]:
         cnt_spec += ok.sum(axis=1)
         flag_frac += ((f & np.uint16(~fl.TSYS_OUTLIER & 0xFFFF)) != 0).mean(axis=1)
         outlier |= ((f & np.uint16(fl.TSYS_OUTLIER)) != 0).any(axis=(0, 1))
+        for bit, name in bits.items():
+            flag_counts[name] += int(np.count_nonzero(f & np.uint16(bit)))
     with _quiet():
         data["mean_spectrum"] = np.where(cnt_spec > 0, sum_spec / np.maximum(cnt_spec, 1),
                                          np.nan)
@@ -117,6 +123,11 @@ def _read_scan(group: Any) -> dict[str, Any]:
                          else np.zeros((n_c, 0)))  # [C, D * S_on]
     data["flag_fraction"] = flag_frac / max(n_s, 1)  # [C, R, A], TSYS_OUTLIER excluded
     data["outlier_pixels"] = outlier
+    data["flag_counts"] = flag_counts
+    data["n_samples"] = n_c * n_d * n_r * n_a * n_s
+    ids = l1.read_array(group, "pixel_id") if "pixel_id" in names else None
+    data["pixel_id"] = (None if ids is None else
+                        np.array([str(x) for x in ids.ravel().tolist()]).reshape(ids.shape))
     data["shape"] = (n_c, n_d, n_r, n_a, n_s)
     data["attrs"] = dict(group.attrs)
     return data
@@ -124,8 +135,62 @@ def _read_scan(group: Any) -> dict[str, Any]:
 
 # -- drawing ---------------------------------------------------------------------------------
 
-def _pixel_labels(n_r: int, n_a: int) -> list[str]:
+AXES = ("frequency", "velocity")
+C_KM_S = 299792.458
+
+
+@dataclass(frozen=True)
+class XAxis:
+    """The spectral axis of every panel: sky frequency (GHz) or radio velocity (km/s)."""
+
+    values: np.ndarray  # [C]
+    label: str
+    kind: str  # "frequency" | "velocity"
+
+    @classmethod
+    def of(cls, data: dict[str, Any], axis: str = "frequency") -> XAxis:
+        """``velocity``: v = c (1 - nu / nu_rest), radio convention, topocentric (the L1
+        ``velocity`` coordinate); falls back to frequency when the scan has no rest
+        frequency."""
+        if axis not in AXES:
+            raise CalpipeError(f"quick-look axis must be one of {AXES}, got {axis!r}")
+        nu = data["frequency_signal"]
+        rest = data.get("rest_freq_hz")
+        if axis == "velocity":
+            if isinstance(rest, int | float) and rest > 0:
+                return cls(C_KM_S * (1.0 - nu / rest),
+                           "radio velocity, topocentric (km/s)", "velocity")
+            log.warning("scan %s has no rest frequency: quick-look on the frequency axis",
+                        data["attrs"].get("scan_number"))
+        return cls(nu / 1e9, "signal sky frequency (GHz)", "frequency")
+
+
+def _pixel_labels(n_r: int, n_a: int, ids: np.ndarray | None = None) -> list[str]:
+    """L1 ``pixel_id`` names in (R, A) order, else ``r<r> a<a>``."""
+    if ids is not None and ids.shape == (n_r, n_a):
+        return [str(ids[r, a]) for r in range(n_r) for a in range(n_a)]
     return [f"r{r} a{a}" for r in range(n_r) for a in range(n_a)]
+
+
+def _x_range(xa: XAxis) -> tuple[float, float]:
+    """(left, right) of an image: ascending, like the line plots (velocity runs backwards)."""
+    lo, hi = float(xa.values[0]), float(xa.values[-1])
+    return (lo, hi) if lo <= hi else (hi, lo)
+
+
+def _ascending(xa: XAxis, img: np.ndarray) -> np.ndarray:
+    """Channel axis 0 of an image, reversed when the x values decrease."""
+    return img if xa.values[0] <= xa.values[-1] else img[::-1]
+
+
+def _full_ylim(ax: Any, values: np.ndarray, pad: float = 0.06) -> None:
+    """y-limits covering every finite value (line peaks included), with a margin."""
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return
+    lo, hi = float(v.min()), float(v.max())
+    span = hi - lo if hi > lo else max(abs(hi), 1.0)
+    ax.set_ylim(lo - pad * span, hi + pad * span)
 
 
 def _robust_ylim(ax: Any, values: np.ndarray, low: float = 1.0, high: float = 99.0,
@@ -138,29 +203,34 @@ def _robust_ylim(ax: Any, values: np.ndarray, low: float = 1.0, high: float = 99
     ax.set_ylim(lo - pad * span, hi + pad * span)
 
 
-def _spectra_panel(ax: Any, ghz: np.ndarray, values: np.ndarray, title: str, ylabel: str,
-                   outliers: np.ndarray | None = None) -> None:
-    """One line per pixel; values [C, R, A]."""
+def _spectra_panel(ax: Any, xa: XAxis, values: np.ndarray, title: str, ylabel: str,
+                   outliers: np.ndarray | None = None, ids: np.ndarray | None = None,
+                   full_range: bool = False) -> None:
+    """One line per pixel; values [C, R, A]. ``full_range``: y-limits include every value
+    (spectra: line peaks must not be clipped); else robust percentiles (T_sys, T_rec)."""
     import matplotlib as mpl
 
     n_r, n_a = values.shape[1:3]
     colors = mpl.colormaps["tab10" if n_r * n_a <= 10 else "viridis"]
-    labels = _pixel_labels(n_r, n_a)
+    labels = _pixel_labels(n_r, n_a, ids)
     for i, (r, a) in enumerate((r, a) for r in range(n_r) for a in range(n_a)):
         color = colors(i % 10) if n_r * n_a <= 10 else colors(i / max(n_r * n_a - 1, 1))
         bad = outliers is not None and bool(outliers[r, a])
-        ax.plot(ghz, values[:, r, a], lw=0.8, color=color,
+        ax.plot(xa.values, values[:, r, a], lw=0.8, color=color,
                 ls="--" if bad else "-", label=labels[i] + (" (outlier)" if bad else ""))
-    _robust_ylim(ax, values)
+    if full_range:
+        _full_ylim(ax, values)
+    else:
+        _robust_ylim(ax, values)
     ax.set_title(title)
-    ax.set_xlabel("signal frequency (GHz)")
+    ax.set_xlabel(xa.label)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if n_r * n_a <= 16:
-        ax.legend(fontsize=7, ncol=4, loc="upper right", framealpha=0.8)
+        ax.legend(fontsize=7, ncol=4, loc="best", framealpha=0.8)  # least overlap
 
 
-def _fit_panel(fig: Any, spec: Any, ghz: np.ndarray, data: dict[str, Any]) -> None:
+def _fit_panel(fig: Any, spec: Any, xa: XAxis, data: dict[str, Any]) -> None:
     """Observed vs model sky-minus-hot per OFF, and residuals underneath."""
     sub = spec.subgridspec(2, 1, height_ratios=(3, 1), hspace=0.05)
     ax = fig.add_subplot(sub[0])
@@ -184,11 +254,11 @@ def _fit_panel(fig: Any, spec: Any, ghz: np.ndarray, data: dict[str, Any]) -> No
         off_index = data["attrs"].get("reference", {}).get("off_index", [])
         for k in range(obs.shape[1]):
             name = f"OFF {off_index[k]}" if k < len(off_index) else f"OFF {k}"
-            ax.plot(ghz, obs[:, k], lw=0.7, alpha=0.6, color=colors(k % 10),
+            ax.plot(xa.values, obs[:, k], lw=0.7, alpha=0.6, color=colors(k % 10),
                     label=f"observed, {name}")
-            ax.plot(ghz, mod[:, k], lw=1.8, ls="--", color=_darker(colors(k % 10)), zorder=3,
+            ax.plot(xa.values, mod[:, k], lw=1.8, ls="--", color=_darker(colors(k % 10)), zorder=3,
                     label=f"model, {name}")
-            axr.plot(ghz, obs[:, k] - mod[:, k], lw=0.7, color=colors(k % 10))
+            axr.plot(xa.values, obs[:, k] - mod[:, k], lw=0.7, color=colors(k % 10))
         _robust_ylim(ax, np.concatenate([obs.ravel(), mod.ravel()]), 0.5, 99.5, 0.1)
         _robust_ylim(axr, obs - mod, 1.0, 99.0, 0.3)
         ax.legend(fontsize=7, ncol=2, loc="upper right", framealpha=0.8)
@@ -197,11 +267,11 @@ def _fit_panel(fig: Any, spec: Any, ghz: np.ndarray, data: dict[str, Any]) -> No
     ax.tick_params(labelbottom=False)
     axr.axhline(0.0, color="k", lw=0.6)
     axr.set_ylabel("obs - model (K)")
-    axr.set_xlabel("signal frequency (GHz)")
+    axr.set_xlabel(xa.label)
     axr.grid(alpha=0.3)
 
 
-def _data_panel(fig: Any, ax: Any, ghz: np.ndarray, data: dict[str, Any]) -> None:
+def _data_panel(fig: Any, ax: Any, xa: XAxis, data: dict[str, Any]) -> None:
     """OTF: waterfall of pixel-mean T_A* over dumps; TP: averaged spectrum per pixel."""
     attrs = data["attrs"]
     n_c, n_d, n_r, n_a, n_s = data["shape"]
@@ -213,34 +283,35 @@ def _data_panel(fig: Any, ax: Any, ghz: np.ndarray, data: dict[str, Any]) -> Non
             w = w[:, ::step]
         finite = w[np.isfinite(w)]
         vmin, vmax = (np.percentile(finite, [1, 99.5]) if finite.size else (0.0, 1.0))
-        im = ax.imshow(w.T, aspect="auto", origin="lower", interpolation="nearest",
-                       cmap="viridis", vmin=vmin, vmax=vmax,
-                       extent=(ghz[0], ghz[-1], -0.5, rows - 0.5))
+        im = ax.imshow(_ascending(xa, w).T, aspect="auto", origin="lower",
+                       interpolation="nearest", cmap="viridis", vmin=vmin, vmax=vmax,
+                       extent=(*_x_range(xa), -0.5, rows - 0.5))
         for s in range(1, n_s):
             ax.axhline(s * n_d - 0.5, color="w", lw=0.6, ls=":")
-        fig.colorbar(im, ax=ax, label="T_A* (K), mean over pixels", pad=0.01)
+        _colorbar(fig, ax, im, "T_A* (K), mean over pixels")
         ax.set_ylabel(f"dump ({n_s} ON subscans x {n_d} dumps)")
         ax.set_title("OTF waterfall: T_A* over dumps (mean over pixels)")
     else:
-        _spectra_panel(ax, ghz, data["mean_spectrum"],
+        _spectra_panel(ax, xa, data["mean_spectrum"],
                        f"TP: T_A* averaged over {n_d} dumps x {n_s} ON subscans",
-                       "T_A* (K)", data["outlier_pixels"])
+                       "T_A* (K)", data["outlier_pixels"], data.get("pixel_id"),
+                       full_range=True)
         mean_all = data["mean_spectrum"].reshape(n_c, -1)
         with _quiet():
-            ax.plot(ghz, np.nanmean(mean_all, axis=1), color="k", lw=1.2, label="mean")
-    ax.set_xlabel("signal frequency (GHz)")
+            ax.plot(xa.values, np.nanmean(mean_all, axis=1), color="k", lw=1.2, label="mean")
+    ax.set_xlabel(xa.label)
 
 
-def _flag_panel(fig: Any, ax: Any, ghz: np.ndarray, data: dict[str, Any]) -> None:
+def _flag_panel(fig: Any, ax: Any, xa: XAxis, data: dict[str, Any]) -> None:
     """Fraction of flagged samples per channel and pixel; TSYS_OUTLIER pixels marked."""
     frac = data["flag_fraction"]  # [C, R, A]
     n_c, n_r, n_a = frac.shape
     img = _bin_channels(frac.reshape(n_c, n_r * n_a), MAX_IMAGE_CHANNELS)
-    im = ax.imshow(img.T, aspect="auto", origin="lower", interpolation="nearest",
-                   cmap="Reds", vmin=0.0, vmax=1.0,
-                   extent=(ghz[0], ghz[-1], -0.5, n_r * n_a - 0.5))
-    fig.colorbar(im, ax=ax, label="fraction of dumps flagged", pad=0.01)
-    labels = _pixel_labels(n_r, n_a)
+    im = ax.imshow(_ascending(xa, img).T, aspect="auto", origin="lower",
+                   interpolation="nearest", cmap="Reds", vmin=0.0, vmax=1.0,
+                   extent=(*_x_range(xa), -0.5, n_r * n_a - 0.5))
+    _colorbar(fig, ax, im, "fraction of dumps flagged")
+    labels = _pixel_labels(n_r, n_a, data.get("pixel_id"))
     outl = data["outlier_pixels"].reshape(-1)
     if n_r * n_a <= 32:
         ax.set_yticks(range(n_r * n_a))
@@ -252,9 +323,23 @@ def _flag_panel(fig: Any, ax: Any, ghz: np.ndarray, data: dict[str, Any]) -> Non
                 tick.set_color("red")
     ax.set_ylabel("pixel")
     n_bad = int((frac >= 1.0).any(axis=(1, 2)).sum())
-    ax.set_title(f"flagged samples: {n_bad} of {n_c} channels always flagged in some pixel\n"
+    ax.set_title(f"flags but TSYS_OUTLIER: {n_bad} of {n_c} channels always flagged "
+                 "in a pixel\n"
                  f"{int(outl.sum())} pixel(s) with TSYS_OUTLIER (red labels)")
-    ax.set_xlabel("signal frequency (GHz)   [flag bits 0-3 and 5-15]")
+    ax.set_xlabel(xa.label)
+
+
+def _colorbar(fig: Any, ax: Any, im: Any, label: str) -> None:
+    """A colorbar attached to the panel's right edge (an inset: constrained layout would
+    otherwise push it to the figure edge)."""
+    cax = ax.inset_axes((1.01, 0.0, 0.025, 1.0))
+    fig.colorbar(im, cax=cax, label=label)
+
+
+def flag_legend(counts: dict[str, int], n_samples: int) -> str:
+    """``BAD_CHANNEL 0.78%, FILL_VALUE 9.9%`` for the flags that are set, by name."""
+    parts = [f"{name} {n / max(n_samples, 1):.2%}" for name, n in counts.items() if n]
+    return "flags set: " + (", ".join(parts) if parts else "none")
 
 
 def _darker(color: Any, factor: float = 0.6) -> tuple[float, float, float]:
@@ -308,6 +393,7 @@ def _summary_panel(ax: Any, data: dict[str, Any]) -> None:
         f"median {_fmt(q.get('tsys_scan_median_k'), '.1f')} K)",
         f"baseline rms {_fmt(q.get('baseline_rms_median_k'), '.4f')} K per dump "
         f"= {_fmt(q.get('radiometer_ratio'), '.2f')} x radiometer noise",
+        flag_legend(data["flag_counts"], data["n_samples"]),
         f"line-free channels {q.get('line_free_channels', 'n/a')} (lines "
         f"{q.get('line_channels', 'n/a')}, edges {q.get('edge_channels', 'n/a')})",
         "",
@@ -321,43 +407,55 @@ def _summary_panel(ax: Any, data: dict[str, Any]) -> None:
             transform=ax.transAxes, color="darkred" if warns else "black")
 
 
-def render_scan(l1_store: str | Path, scan: int) -> bytes:
-    """The quick-look of one scan as PNG bytes (SIZE_PX pixels)."""
+def build_figure(l1_store: str | Path, scan: int, axis: str = "frequency") -> Any:
+    """The quick-look figure of one scan (a matplotlib Figure, Agg canvas).
+
+    ``axis``: ``frequency`` (signal sky frequency, GHz) or ``velocity`` (radio, topocentric,
+    km/s; needs the scan's rest frequency) for every spectral panel.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     data = _read_scan(_open_group(l1_store, scan))
     attrs = data["attrs"]
-    ghz = data["frequency_signal"] / 1e9
+    xa = XAxis.of(data, axis)
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(3, 2)
     with _quiet():
         tsys = np.nanmedian(data["t_sys"], axis=3)  # [C, R, A] median over ON subscans
-    _spectra_panel(fig.add_subplot(grid[0, 0]), ghz, tsys,
+    _spectra_panel(fig.add_subplot(grid[0, 0]), xa, tsys,
                    "T_sys per pixel (T_A* scale, median over ON subscans)", "T_sys (K)",
-                   data["outlier_pixels"])
-    _spectra_panel(fig.add_subplot(grid[0, 1]), ghz, data["t_rec"],
-                   "T_rec per pixel (SSB receiver temperature)", "T_rec (K)")
-    _fit_panel(fig, grid[1, 0], ghz, data)
-    _data_panel(fig, fig.add_subplot(grid[1, 1]), ghz, data)
-    _flag_panel(fig, fig.add_subplot(grid[2, 0]), ghz, data)
+                   data["outlier_pixels"], data["pixel_id"])
+    _spectra_panel(fig.add_subplot(grid[0, 1]), xa, data["t_rec"],
+                   "T_rec per pixel (SSB receiver temperature)", "T_rec (K)",
+                   ids=data["pixel_id"])
+    _fit_panel(fig, grid[1, 0], xa, data)
+    _data_panel(fig, fig.add_subplot(grid[1, 1]), xa, data)
+    _flag_panel(fig, fig.add_subplot(grid[2, 0]), xa, data)
     _summary_panel(fig.add_subplot(grid[2, 1]), data)
     pwv = attrs.get("pwv_mm")
     fig.suptitle(f"calpipe quick-look: scan {attrs.get('scan_number', scan)} "
                  f"({attrs.get('mode', '?').upper()}, {attrs.get('source', '') or '?'}), "
                  f"pwv {_fmt(pwv if isinstance(pwv, int | float) else np.nan, '.3f')} mm, "
                  f"{attrs.get('date_obs', '')}", fontsize=14, fontweight="bold")
+    return fig
+
+
+def render_scan(l1_store: str | Path, scan: int, axis: str = "frequency") -> bytes:
+    """The quick-look of one scan as PNG bytes (SIZE_PX pixels); ``axis`` as in
+    :func:`build_figure`."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    build_figure(l1_store, scan, axis).savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
 
 
-def quicklook_scan(l1_store: str | Path, scan: int, png_path: str | Path) -> Path:
+def quicklook_scan(l1_store: str | Path, scan: int, png_path: str | Path,
+                   axis: str = "frequency") -> Path:
     """Write the quick-look PNG of one scan (atomically) and return its path."""
     from calpipe.artifacts import atomic_write_bytes
 
-    png = render_scan(l1_store, scan)
+    png = render_scan(l1_store, scan, axis)
     path = Path(png_path)
     atomic_write_bytes(path, lambda fh: fh.write(png))
     path.chmod(0o644)  # mkstemp creates 0600; a picture is for sharing
@@ -366,17 +464,20 @@ def quicklook_scan(l1_store: str | Path, scan: int, png_path: str | Path) -> Pat
 
 
 def quicklook_store(l1_store: str | Path, out_dir: str | Path | None = None,
-                    scans: Sequence[int] | None = None) -> list[Path]:
+                    scans: Sequence[int] | None = None, axis: str = "frequency"
+                    ) -> list[Path]:
     """Quick-looks of every (or the given) calibrated scan of an L1 store.
 
     PNGs go to ``out_dir`` (default: ``OUT_quicklook/`` next to ``OUT.zarr``) as
-    ``scan_NNNNNN.png``; returns their paths.
+    ``scan_NNNNNN.png``; returns their paths. ``axis``: ``frequency`` or ``velocity``.
     """
     from calpipe import l1
 
+    l1.check_format(l1_store)  # StoreError: not an L1 store, or an unknown version
     out = Path(out_dir) if out_dir is not None else default_quicklook_dir(l1_store)
     todo = l1.list_scans(l1_store) if scans is None else list(scans)
-    paths = [quicklook_scan(l1_store, scan, quicklook_path(out, scan)) for scan in todo]
+    paths = [quicklook_scan(l1_store, scan, quicklook_path(out, scan), axis)
+             for scan in todo]
     if paths:
         log.info("wrote %d quick-look(s) to %s", len(paths), out)
     return paths

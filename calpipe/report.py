@@ -25,8 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from calpipe.errors import StoreError
-
 log = logging.getLogger(__name__)
 
 FAILURES_FILE = "failures.json"
@@ -112,16 +110,14 @@ def read_failures(failures: FailuresArg) -> list[dict[str, Any]] | None:
 
 
 def _row_from_group(l1_store: Path, scan: int) -> ScanRow:
-    import zarr
+    from calpipe import l1
 
-    from calpipe.l0 import scan_group_name
-
-    group: Any = zarr.open_group(str(l1_store / scan_group_name(scan)), mode="r")
+    group: Any = l1.open_group(l1_store, scan)
     a: dict[str, Any] = dict(group.attrs)
     q: dict[str, Any] = a.get("qa", {}) or {}
     mjd = None
     try:
-        m = np.asarray(group["mjd"][...], dtype=np.float64)
+        m = np.asarray(l1.read_array(group, l1.DIM_TIME), dtype=np.float64)  # MJD
         m = m[np.isfinite(m)]
         mjd = float(m.min()) if m.size else None
     except KeyError:
@@ -155,8 +151,7 @@ def collect_rows(l1_store: str | Path, failures: FailuresArg = None) -> list[Sca
     from calpipe import l1
 
     store = Path(l1_store)
-    if not (store / "zarr.json").exists():
-        raise StoreError(f"{store} is not an L1 store (no zarr.json)")
+    l1.check_format(store)  # StoreError: not an L1 store, or an unknown format version
     fails = read_failures(store / FAILURES_FILE if failures is None else failures) or []
     rows = {scan: _row_from_group(store, scan) for scan in l1.list_scans(store)}
     for f in fails:

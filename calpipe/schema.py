@@ -49,6 +49,6 @@ RUN_SUMMARY_VERSION = 2
 # -- L1 ---------------------------------------------------------------------------------------
 
 L1_FORMAT_NAME = "calpipe-l1"
-L1_FORMAT_VERSION = 1
+L1_FORMAT_VERSION = 2
 #: prefix of the hidden names under which a scan group is built before its rename
 PARTIAL_PREFIX = ".partial-"

@@ -393,4 +393,7 @@ def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedDat
         "qa": {"bad_channel_fraction": float(load.bad_channel.mean())},
         "passthrough": {k: v for k, v in a.items()
                         if k in ("obs_id", "mission_id", "plan_id", "aor_id", "aot_id")},
+        # issue 15: pixel / backend ids of the ON subscans (L1 coordinates pixel_id and
+        # frontend_backend, calpipe.l1.pixel_ids)
+        "frontend_backends": [str(x) for x in scan.frontend_backends[prepared.on_index]],
     }

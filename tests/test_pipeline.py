@@ -52,8 +52,8 @@ def test_clean_session_exit_0_and_empty_failures(session, tmp_path):
                                                      "atmosphere", "calibrate", "write"}
     for n in l1.list_scans(out):
         ds = xr.open_zarr(str(out), group=scan_group_name(n), consolidated=False)
-        assert ds["spectra"].dims == ("C", "D", "R", "A", "S_on")
-        assert ds["t_sys"].dims == ("C", "R", "A", "S_on")
+        assert ds["spectra"].dims == ("frequency", "time", "pixel", "array")
+        assert ds["t_sys"].dims == ("frequency", "pixel", "array", "subscan")
         assert ds.attrs["scan_number"] == n
         prov = ds.attrs["provenance"]
         assert {"calpipe_version", "config_digest", "input_store", "atmosphere_table",

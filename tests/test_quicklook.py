@@ -64,7 +64,7 @@ def test_quicklook_store_writes_one_png_per_scan(campaign: tuple[Path, Path]) ->
 def test_quicklook_reads_the_fit_diagnostic_from_l1(campaign: tuple[Path, Path]) -> None:
     _, out = campaign
     ds = l1.open_scan(out, 1002)
-    assert ds.atm_fit_observed_k.dims == ("C", "S_off")
+    assert ds.atm_fit_observed_k.dims == ("frequency", "off_subscan")
     assert ds.atm_fit_model_k.attrs["units"] == "K"
     obs, mod = ds.atm_fit_observed_k.values, ds.atm_fit_model_k.values
     assert obs.shape[1] == len(ds.attrs["reference"]["off_index"])
@@ -202,3 +202,103 @@ def test_calibrate_quicklook_option(tiny_session: Path, atm_table_file: Path,
     assert code == 0
     png = scratch / "night_quicklook" / "scan_001002.png"
     assert mpimg.imread(png).shape[:2] == (SIZE_PX[1], SIZE_PX[0])
+
+
+# -- issue 15: velocity axis, unclipped spectra, flag names -------------------------------------
+
+def _texts(fig: Any) -> str:
+    parts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    parts += [ax.get_title() for ax in fig.axes] + [ax.get_xlabel() for ax in fig.axes]
+    return "\n".join(parts)
+
+
+def test_quicklook_velocity_axis(campaign: tuple[Path, Path]) -> None:
+    from calpipe.quicklook import build_figure
+
+    _, out = campaign
+    ds = l1.open_scan(out, 1001)
+    fig = build_figure(out, 1001, axis="velocity")
+    spectral = [ax for ax in fig.axes if ax.get_xlabel()]
+    assert len(spectral) >= 5
+    assert all(ax.get_xlabel() == "radio velocity, topocentric (km/s)" for ax in spectral)
+    tp = next(ax for ax in fig.axes if ax.get_title().startswith("TP:"))
+    np.testing.assert_allclose(tp.lines[0].get_xdata(), ds.velocity.values, rtol=1e-12)
+    # images run the same way as the line plots (velocity decreases with channel)
+    flags_ax = next(ax for ax in fig.axes if ax.get_title().startswith("flags"))
+    left, right = flags_ax.get_xlim()
+    assert left < right
+    freq = build_figure(out, 1001)
+    assert all(ax.get_xlabel() == "signal sky frequency (GHz)" for ax in freq.axes
+               if ax.get_xlabel() and ax.get_ylabel() != "")
+    with pytest.raises(Exception, match="axis must be one of"):
+        build_figure(out, 1001, axis="channel")
+
+
+def test_tp_spectrum_panel_does_not_clip_line_peaks(campaign: tuple[Path, Path]) -> None:
+    from calpipe.quicklook import build_figure
+
+    _, out = campaign
+    mean = l1.open_scan(out, 1001).spectra.mean("time").values  # [C, R, A]
+    top, bottom = float(np.nanmax(mean)), float(np.nanmin(mean))
+    tp = next(ax for ax in build_figure(out, 1001).axes if ax.get_title().startswith("TP:"))
+    y0, y1 = tp.get_ylim()
+    assert y0 < bottom and y1 > top
+
+
+def test_narrow_line_is_not_clipped() -> None:
+    """A one-channel 5 K line in one pixel of 256 x 4 spectra: robust percentile limits
+    (as for T_sys) cut it, the T_A* panel shows it."""
+    from matplotlib.figure import Figure
+
+    from calpipe.quicklook import XAxis, _spectra_panel
+
+    rng = np.random.default_rng(1)
+    values = rng.normal(0.0, 0.1, (256, 2, 2))
+    values[100, 1, 0] = 5.0
+    xa = XAxis(np.linspace(230.0, 231.0, 256), "GHz", "frequency")
+    ax_robust, ax_full = Figure().subplots(1, 2)
+    _spectra_panel(ax_robust, xa, values, "t", "K")
+    _spectra_panel(ax_full, xa, values, "t", "K", full_range=True)
+    assert ax_robust.get_ylim()[1] < 5.0  # what the TP panel did before issue 15
+    assert ax_full.get_ylim()[1] > 5.0 and ax_full.get_ylim()[0] < values.min()
+
+
+def test_quicklook_names_flags(campaign: tuple[Path, Path]) -> None:
+    from calpipe.physics import flags as fl
+    from calpipe.quicklook import build_figure
+
+    _, out = campaign
+    flags = l1.open_scan(out, 1002).flags.values
+    text = _texts(build_figure(out, 1002))
+    assert "flag bits" not in text
+    for bit, name in fl.NAMES.items():
+        n = int(np.count_nonzero(flags & bit))
+        if n:
+            assert f"{name} {n / flags.size:.2%}" in text, name
+        else:
+            assert f"{name} " not in text.split("flags set:")[1].splitlines()[0], name
+    assert "BAD_CHANNEL" in text and "FILL_VALUE" in text  # the session has both
+
+
+def test_quicklook_cli_velocity(campaign: tuple[Path, Path], tmp_path: Path) -> None:
+    import matplotlib.image as mpimg
+
+    _, out = campaign
+    assert cli.main(["-q", "quicklook", str(out), "--axis", "velocity", "--scans", "1001",
+                     "-o", str(tmp_path / "ql")]) == 0
+    png = tmp_path / "ql" / "scan_001001.png"
+    assert _is_nonempty_image(mpimg.imread(png))
+    assert cli.main(["-q", "quicklook", str(tmp_path / "nope.zarr")]) == 1
+
+
+def test_colorbars_sit_next_to_their_panels(campaign: tuple[Path, Path]) -> None:
+    from calpipe.quicklook import build_figure
+
+    _, out = campaign
+    fig = build_figure(out, 1002)  # OTF: waterfall and flag images
+    fig.canvas.draw()
+    for prefix in ("OTF waterfall", "flags"):
+        ax = next(a for a in fig.axes if a.get_title().startswith(prefix))
+        (cax,) = ax.child_axes
+        gap = cax.get_position().x0 - ax.get_position().x1
+        assert 0 <= gap < 0.02, (prefix, gap)

@@ -37,13 +37,6 @@ import numpy as np
 import pytest
 import yaml
 import zarr
-
-import calpipe
-from calpipe import l1
-from calpipe import workflow as cw
-from calpipe.atmosphere.table import AtmosphereTable
-from calpipe.atmosphere.tableio import load_table, save_table
-from calpipe.config import CalibrationConfig
 from faults import (
     HOSTILE_ATTRIBUTES,
     HUGE_ATTRIBUTE_BYTES,
@@ -56,6 +49,13 @@ from faults import (
     pickle_codec,
     pickle_marker,
 )
+
+import calpipe
+from calpipe import l1
+from calpipe import workflow as cw
+from calpipe.atmosphere.table import AtmosphereTable
+from calpipe.atmosphere.tableio import load_table, save_table
+from calpipe.config import CalibrationConfig
 from calpipe.l0 import open_session, parse_scan_group, scan_group_name
 from calpipe.pipeline import FAILURES_FILE, LOCK_FILE, SUMMARY_FILE, calibrate_store
 from calpipe.testing import copy_session, make_session
