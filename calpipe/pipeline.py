@@ -235,7 +235,7 @@ def _run_loop(session: Session, todo: list[int], out: Path, config: CalibrationC
     """
     store = Path(session.path)
     permits = threading.Semaphore(2)  # raw data of at most two scans resident
-    handoff: queue.Queue[LoadedScan | None] = queue.Queue()
+    handoff: queue.Queue[LoadedScan | _LoaderDied | None] = queue.Queue()
     write_slot = threading.Semaphore(1)  # one scan being written at a time
     to_write: queue.Queue[ComputedScan | None] = queue.Queue()
     written: queue.Queue[tuple[ScanStatus | None, BaseException | None]] = queue.Queue()
@@ -246,6 +246,7 @@ def _run_loop(session: Session, todo: list[int], out: Path, config: CalibrationC
         result.timeline.append((event, scan, time.perf_counter() - t0))
 
     def loader() -> None:
+        died: BaseException | None = None
         try:
             for scan in todo:
                 permits.acquire()
@@ -261,8 +262,10 @@ def _run_loop(session: Session, todo: list[int], out: Path, config: CalibrationC
                 item.load_seconds = time.perf_counter() - t
                 mark("load_end", scan)
                 handoff.put(item)
+        except BaseException as exc:  # the thread itself failed: the run must not look done
+            died = exc
         finally:
-            handoff.put(None)
+            handoff.put(_LoaderDied(died) if died is not None else None)
 
     def writer() -> None:
         while (computed := to_write.get()) is not None:
@@ -303,6 +306,9 @@ def _run_loop(session: Session, todo: list[int], out: Path, config: CalibrationC
         thread.start()
     try:
         while (item := _get(handoff, threads[0])) is not None:
+            if isinstance(item, _LoaderDied):
+                raise RuntimeError("the prefetch thread died before every scan was loaded"
+                                   ) from item.error
             released = threading.Event()
 
             def release(ev: threading.Event = released, scan: int = item.scan) -> None:
@@ -342,6 +348,11 @@ def _run_loop(session: Session, todo: list[int], out: Path, config: CalibrationC
         to_write.put(None)
         raise
     threads[0].join(timeout=10)
+
+
+@dataclass(frozen=True)
+class _LoaderDied:
+    error: BaseException
 
 
 _T = TypeVar("_T")
