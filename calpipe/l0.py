@@ -158,6 +158,8 @@ class ScanData:
     #: per read subscan: sha1 of its raw int32 counts, and its number of non-fill samples
     subscan_digests: Mapping[int, str] = field(default_factory=dict)
     subscan_valid: Mapping[int, int] = field(default_factory=dict)
+    #: decoded bytes of L0 arrays this read took (metadata and the selected counts)
+    bytes_read: int = 0
 
     @property
     def read_subscans(self) -> tuple[int, ...]:
@@ -199,6 +201,7 @@ class CalibrationSnapshot:
     thot: np.ndarray  # [S] K
     tcold: np.ndarray  # [S] K
     content_digest: str = ""
+    bytes_read: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -342,6 +345,7 @@ class Session:
             meta_digest=meta_digest.hexdigest(),
             subscan_digests=digests,
             subscan_valid=valid,
+            bytes_read=rd.stats["bytes"],
         )
         return data
 
@@ -401,6 +405,7 @@ class Session:
         return CalibrationSnapshot(
             scan=cal_scan, for_scan=scan, counts=counts, meta=meta, thot=thot, tcold=tcold,
             content_digest=combine_digests(meta_digest.hexdigest(), digests),
+            bytes_read=rd.stats["bytes"],
         )
 
 
@@ -779,6 +784,8 @@ class _Reader:
     where: str
     limits: ReadLimits
     store_root: Path
+    #: decoded bytes of every array read through this reader (bytes-read accounting)
+    stats: dict[str, int] = field(default_factory=lambda: {"bytes": 0})
 
     def label(self, name: str) -> str:
         return f"{self.where}/{name}"
@@ -848,9 +855,11 @@ class _Reader:
 
     def read(self, arr: Any, name: str, selection: Any = Ellipsis) -> np.ndarray:
         try:
-            return np.asarray(arr[selection])
+            values = np.asarray(arr[selection])
         except Exception as exc:  # truncated / corrupt chunk, codec error
             raise self.error(name, f"cannot read data: {type(exc).__name__}: {exc}") from exc
+        self.stats["bytes"] += int(values.nbytes)
+        return values
 
     def open_counts(self, group: Any) -> Any:
         """The data_5d array, its declared shape, dtype and chunk files checked (no read)."""

@@ -130,6 +130,7 @@ def compute_scan(loaded: LoadedScan, run: ScanRun, config: CalibrationConfig,
                 run.stage("load", _reraise, loaded.error)
             assert data is not None and cal is not None
             run.clock.timings["load"] = loaded.load_seconds
+            run.l0_bytes_read += data.bytes_read + cal.bytes_read
             load = run.stage("resolve", resolve, data, cal, config)
             digests = {"scan": data.content_digest, "calibration": cal.content_digest,
                        "calibration_scan": int(cal.scan)}

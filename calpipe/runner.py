@@ -114,10 +114,12 @@ class ScanRun:
     """
 
     def __init__(self, scan: int, *, failure: Failure | None = None,
-                 timings: Mapping[str, float] | None = None) -> None:
+                 timings: Mapping[str, float] | None = None, l0_bytes_read: int = 0) -> None:
         self.scan = int(scan)
         self.failure = failure
         self.clock = StageClock(timings)
+        #: decoded bytes of L0 arrays read for this scan (all jobs of the scan, summed)
+        self.l0_bytes_read = int(l0_bytes_read)
 
     @property
     def ok(self) -> bool:
@@ -169,12 +171,14 @@ class ScanStatus:
     calibration_scan: int | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     session: str = ""
+    l0_bytes_read: int = 0
 
     @classmethod
     def failed(cls, run: ScanRun, session: str = "") -> ScanStatus:
         assert run.failure is not None
         return cls(scan=run.scan, ok=False, failure=run.failure,
-                   timings_s=_rounded(run.clock.timings), session=session)
+                   timings_s=_rounded(run.clock.timings), session=session,
+                   l0_bytes_read=run.l0_bytes_read)
 
     @classmethod
     def calibrated(cls, run: ScanRun, result: Any, pwv_mm: np.ndarray,
@@ -185,7 +189,8 @@ class ScanStatus:
                    pwv_mm=float(np.mean(pwv_mm)),
                    median_t_sys_k=float(np.median(t_sys)) if t_sys.size else None,
                    calibration_scan=int(result.attrs.get("calibration_scan", -1)),
-                   timings_s=_rounded(run.clock.timings), session=session)
+                   timings_s=_rounded(run.clock.timings), session=session,
+                   l0_bytes_read=run.l0_bytes_read)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -242,8 +247,9 @@ def run_summary(statuses: Sequence[ScanStatus], *, orchestration: str, input_sto
                 ) -> dict[str, Any]:
     """The content of run_summary.json: one schema for both modes.
 
-    Only ``orchestration``, ``wall_seconds``, ``utc`` and the ``timings_s`` of each scan may
-    differ between an in-process and a Snakemake run of the same session and configuration.
+    Only ``orchestration``, ``wall_seconds``, ``utc``, the store paths, and the ``timings_s``
+    and ``l0_bytes_read`` of each scan may differ between an in-process and a Snakemake run of
+    the same session and configuration.
     """
     ordered = sorted(statuses, key=lambda s: (s.scan, s.session))
     ok = [s for s in ordered if s.ok]
@@ -272,6 +278,7 @@ def run_summary(statuses: Sequence[ScanStatus], *, orchestration: str, input_sto
         "pwv_mm": _overview([s.pwv_mm for s in ok]),
         "median_t_sys_k": _overview([s.median_t_sys_k for s in ok]),
         "stage_seconds_total": totals,
+        "l0_bytes_read_total": int(sum(s.l0_bytes_read for s in ordered)),
         "scans": [s.to_dict() for s in ordered],
         "failures": [dict(s.failure.to_dict(), **({"session": s.session} if s.session else {}))
                      for s in failed if s.failure],

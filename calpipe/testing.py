@@ -204,13 +204,13 @@ def write_synthetic_manifest(workdir: str | Path, n: int, session: str = "big") 
 
 #: run_summary.json keys that may differ between an in-process and a Snakemake run
 MODE_DEPENDENT_SUMMARY_KEYS = ("orchestration", "utc", "wall_seconds", "input_store",
-                               "output_store", "stage_seconds_total")
+                               "output_store", "stage_seconds_total", "l0_bytes_read_total")
 
 
 def comparable_summary(summary: dict[str, Any]) -> dict[str, Any]:
     """A run summary without what may differ between the modes (and per-scan timings)."""
     out = {k: v for k, v in summary.items() if k not in MODE_DEPENDENT_SUMMARY_KEYS}
-    out["scans"] = [{k: v for k, v in s.items() if k != "timings_s"}
+    out["scans"] = [{k: v for k, v in s.items() if k not in ("timings_s", "l0_bytes_read")}
                     for s in summary.get("scans", [])]
     return out
 

@@ -63,13 +63,14 @@ def upstream_run(scan: int, records: Sequence[Mapping[str, Any]]) -> ScanRun:
     for rec in records:
         for stage, seconds in rec.get("timings", {}).items():
             timings[stage] = timings.get(stage, 0.0) + float(seconds)
+    n_bytes = sum(int(r.get("l0_bytes_read", 0)) for r in records)
     failures = [(r["failure"], r.get("rule", "")) for r in records if r.get("failure")]
     failure = None
     if failures:
         first = min(failures, key=lambda f: (STAGES.index(f[0]["stage"]),
                                              _RULE_RANK.get(f[1], 2)))
         failure = Failure.from_dict(first[0])
-    return ScanRun(scan, failure=failure, timings=timings)
+    return ScanRun(scan, failure=failure, timings=timings, l0_bytes_read=n_bytes)
 
 
 def _merged_extra(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -88,7 +89,8 @@ def _finish(run: ScanRun, rule: str, record: str | Path, artifacts: Sequence[str
             save_artifact(StageFailure(f.scan, f.stage, f.error, f.message), path)
     rec = {"scan": run.scan, "rule": rule,
            "failure": run.failure.to_dict() if run.failure else None,
-           "timings": dict(run.clock.timings), "extra": dict(extra)}
+           "timings": dict(run.clock.timings), "l0_bytes_read": run.l0_bytes_read,
+           "extra": dict(extra)}
     write_json(record, rec)
     return rec
 
@@ -106,7 +108,9 @@ def run_resolve(store: str, scan: int, config: CalibrationConfig, artifact: str,
     extra: dict[str, Any] = {}
     with run:
         data = run.stage("load", session.load_scan, scan, subscans=())
+        run.l0_bytes_read += data.bytes_read
         cal = run.stage("load", session.load_calibration, scan, data.meta.lloadsn)
+        run.l0_bytes_read += cal.bytes_read
         extra = {"calibration_digest": cal.content_digest, "calibration_scan": int(cal.scan)}
         load = run.stage("resolve", resolve, data, cal, config)
         save_artifact(load, artifact)
@@ -126,6 +130,7 @@ def run_prepare(store: str, scan: int, config: CalibrationConfig, artifact: str,
     with run:
         data = run.stage("load", session.load_scan, scan,
                          subscans=lambda meta: off_subscans(meta.sobsmode))
+        run.l0_bytes_read += data.bytes_read
         extra = {"meta_digest": data.meta_digest,
                  "off_digests": {str(k): v for k, v in data.subscan_digests.items()}}
         prepared = run.stage("prepare", prepare, data, config)
@@ -181,6 +186,7 @@ def run_calibrate(store: str, scan: int, session_name: str, config: CalibrationC
             atm = _load(AtmosphereResult, atmosphere_art)
             session = open_session(store)
             data = run.stage("load", session.load_scan, scan, subscans=prepared.on_index)
+            run.l0_bytes_read += data.bytes_read
             result = run.stage("calibrate", calibrate, data, load, prepared, atm, config)
             subscan_digests = {int(k): v for k, v in extra.get("off_digests", {}).items()}
             subscan_digests.update(data.subscan_digests)
