@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from calpipe import qa
+from calpipe import (
+    nod,  # issue 16: vane (VANE/SKY) calibration of Nod scans
+    qa,
+)
 from calpipe.config import CalibrationConfig, InstrumentParameters
 from calpipe.errors import AtmosphereError, CalibrationError, MetadataError
 from calpipe.l0 import CalibrationSnapshot, ScanData, check_compatible
@@ -92,6 +95,8 @@ def frequency_axes(scan: ScanData) -> tuple[np.ndarray, np.ndarray]:
 def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig
             ) -> CalibrationLoadFull:
     """Stage "resolve": loads -> gamma, T_rec, bad channels (DESIGN 3.2)."""
+    if nod.is_vane_snapshot(cal):  # chopper wheel: VANE / SKY instead of HOT / COLD
+        return nod.resolve_vane(scan, cal, config)
     check_compatible(scan, cal)
     inst = instrument_parameters(scan, config)
     nu_sig, nu_img = frequency_axes(scan)
@@ -108,6 +113,10 @@ def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig
 
 def prepare(scan: ScanData, config: CalibrationConfig) -> PreparedData:
     """Stage "prepare": OFF averages and C_REF per ON subscan (DESIGN 3.4)."""
+    if config.mode == "nod" or (config.mode == "auto" and nod.is_nod_scan(scan)):
+        prepared = nod.prepare_nod(scan)  # BEAM1 / BEAM2: each the other's reference
+        prepared.check()
+        return prepared
     prepared = prepare_references(
         scan=scan.scan, counts=scan.counts, sobsmode=scan.meta.sobsmode, mjd=scan.meta.mjd,
         exptime=scan.meta.exptime, instmode=str(scan.attrs.get("instmode", "")),
@@ -135,6 +144,8 @@ class ScanGeometry:
 def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: PreparedData,
                config: CalibrationConfig, table: AtmosphereTable) -> AtmosphereResult:
     """Stage "atmosphere": pwv (fit or fixed), tau and transmissions (DESIGN 3.3)."""
+    if prepared.mode == "nod":  # vane calibration: T_cal carries the atmosphere
+        return nod.vane_atmosphere(geometry.scan, geometry.pamb, load, prepared)
     scan = geometry.scan
     off, on = prepared.off_index, prepared.on_index
     pressure_hpa = float(np.mean(geometry.pamb[off])) * TORR_TO_HPA
@@ -268,10 +279,13 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
               atm: AtmosphereResult) -> CalibrationResult:
     """Stage "calibrate": T_A*, t_sys, weight, flags (DESIGN 3.5) plus the L1 coordinates."""
     on = prepared.on_index
-    arrays = calibrate_full(
-        scan.counts, on, prepared.c_ref, load.gamma, load.bad_channel, load.w_s, load.f_eff,
-        atm.tr_signal, float(scan.meta.freq_res[0]), scan.meta.exptime[on],
-    )
+    if prepared.mode == "nod":  # T_sys (ON - REF) / REF with the vane T_sys (calpipe.nod)
+        arrays = nod.calibrate_nod_arrays(scan, load, prepared)
+    else:
+        arrays = calibrate_full(
+            scan.counts, on, prepared.c_ref, load.gamma, load.bad_channel, load.w_s,
+            load.f_eff, atm.tr_signal, float(scan.meta.freq_res[0]), scan.meta.exptime[on],
+        )
     m = scan.meta
     n_d = scan.counts.shape[1]
     mjd = m.mjd[on][None, :] + np.arange(n_d)[:, None] * m.exptime[on][None, :] / 86400.0
@@ -281,6 +295,8 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         return (a[:, 0, 0] if squeeze else a).astype(np.float32)
 
     attrs = _scan_attrs(scan, load, prepared, atm, arrays.t_sys)
+    if prepared.mode == "nod":
+        attrs["nod"] = nod.nod_attrs(scan, load, prepared, arrays)
     # QA (issue 8, calpipe.qa): sets TSYS_OUTLIER in arrays.flags, metrics -> attrs["qa"]
     attrs["qa"].update(qa.assess_scan(arrays.spectra, arrays.flags, arrays.t_sys,
                                       arrays.weight, atm.residual_rms_k))

@@ -418,6 +418,10 @@ def import_sdfits(inputs: Iterable[str | Path], out: str | Path, *, overwrite: b
                                         "['BEAM1', 'BEAM2']")
             attrs.update({"instmode": "NOD", "nod_beams": list(beams),
                           "nod_beams_fdnum": [lay.receivers[b] for b in beams]})
+            spurs = [{k: m[k] for k in ("vsprval", "vspdelt", "vsprpix")}
+                     for m in metas if "vsprval" in m and "vspdelt" in m and "vsprpix" in m]
+            if len(spurs) == len(metas):
+                attrs["vegas_spurs"] = spurs[0] if all(x == spurs[0] for x in spurs) else spurs
             previous = [x for x in cal_scans if x < first]
             extra: dict[str, np.ndarray] = {
                 "pixel_offset_lon": offs_lon, "pixel_offset_lat": offs_lat,
