@@ -536,8 +536,8 @@ def nod_average_from_l1(l1_store: str | Path, array: int = 0) -> NodAverage:
         res = abs(float(freq[1] - freq[0])) if freq.size > 1 else 1.0
         for b in nod["beams"]:
             r, k = int(b["receiver"]), int(b["s_on"])
-            tsys = ts[:, r, array, k]
-            tsys = float(tsys[np.isfinite(tsys)][0])
+            column = ts[:, r, array, k]
+            tsys = float(column[np.isfinite(column)][0])
             per_dump = spec[:, :, r, array, k].T  # [D, C]
             n_d = per_dump.shape[0]
             w = chopper.weighted_average(per_dump, np.full(n_d, tsys),
