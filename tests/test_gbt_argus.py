@@ -247,3 +247,91 @@ def test_tcal_methods(imported: Path) -> None:
         assert beam.t_cal[0] == pytest.approx(float(t_cal))
         assert beam.t_sys[0] == pytest.approx(base.t_sys[0] * float(t_cal) / T_CAL)
     json.dumps(NodOptions().__dict__)  # options are plain values
+
+
+# -- through the pipeline: calpipe calibrate (in process) and the Snakemake workflow ------------
+
+@pytest.fixture(scope="module")
+def l1_inprocess(imported: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from calpipe.cli import main
+
+    wd = tmp_path_factory.mktemp("l1")
+    (wd / "cfg.yaml").write_text(f"calibration:\n  vane_t_cal: {T_CAL}\n")
+    out = wd / "l1.zarr"
+    assert main(["-q", "calibrate", str(imported), str(out), "--config",
+                 str(wd / "cfg.yaml")]) == 0
+    return out
+
+
+def test_calpipe_calibrate_matches_dysh(l1_inprocess: Path, reference) -> None:
+    import zarr
+
+    from calpipe.nod import nod_average_from_l1
+
+    a = nod_average_from_l1(l1_inprocess)
+    assert a.n_spectra == 4
+    np.testing.assert_allclose(a.t_sys, reference["average_tsys"], rtol=RTOL)
+    np.testing.assert_allclose(a.exposure, reference["average_exposure"], rtol=RTOL)
+    np.testing.assert_allclose(a.rms, reference["average_rms"], rtol=RTOL)
+    np.testing.assert_allclose(a.spectrum, reference["average_spectrum"], rtol=RTOL,
+                               atol=RTOL * float(reference["average_rms"]))
+    vanecal = {}
+    for k, (n, f) in enumerate(zip(reference["nod_scan"], reference["nod_fdnum"], strict=True)):
+        g = zarr.open_group(str(l1_inprocess / f"scan_{int(n):06d}"), mode="r")
+        attrs = dict(g.attrs)
+        assert attrs["mode"] == "nod" and attrs["atmosphere_fit"]["method"] == "none"
+        beam = next(b for b in attrs["nod"]["beams"] if b["receiver"] == f)
+        spec = np.asarray(g["spectra"][:, 0, int(f), 0, beam["s_on"]], dtype=np.float64)
+        np.testing.assert_allclose(spec, reference["nod_spectra"][k], rtol=RTOL,
+                                   atol=RTOL * float(reference["average_rms"]))
+        np.testing.assert_allclose(beam["t_sys_k"], reference["nod_tsys"][k], rtol=RTOL)
+        np.testing.assert_allclose(beam["exposure_s"], reference["nod_exposure"][k], rtol=RTOL)
+        flags = np.asarray(g["flags"][:, 0, int(f), 0, beam["s_on"]])
+        assert np.array_equal(flags != 0, np.isnan(reference["nod_spectra"][k]))
+        vanecal[int(f)] = attrs["nod"]["vane_sky_t_sys_k"][int(f)][0]
+    np.testing.assert_allclose([vanecal[1], vanecal[9]], reference["vanecal_tsys"], rtol=RTOL)
+
+
+def test_snakemake_mode_equals_inprocess(imported: Path, l1_inprocess: Path,
+                                        tmp_path: Path) -> None:
+    import sys
+
+    import yaml
+    import zarr
+
+    snakemake = Path(sys.executable).parent / "snakemake"
+    if not snakemake.exists():
+        pytest.skip("snakemake not installed")
+    shutil.copytree(imported, tmp_path / "s.zarr")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {"stores": {"s": "s.zarr"}, "calibration": {"vane_t_cal": T_CAL}}))
+    proc = subprocess.run(
+        [str(snakemake), "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory",
+         str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--workflow-profile",
+         str(REPO / "profiles" / "default"), "--cores", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    wf = tmp_path / "results" / "s" / "l1.zarr"
+    for n in (331, 333):
+        a = zarr.open_group(str(wf / f"scan_{n:06d}"), mode="r")
+        b = zarr.open_group(str(l1_inprocess / f"scan_{n:06d}"), mode="r")
+        for name in ("spectra", "t_sys", "weight", "flags"):
+            np.testing.assert_array_equal(a[name][...], b[name][...], err_msg=name)
+
+
+def test_nod_scan_with_hot_cold_loads_fails_cleanly(imported: Path, tmp_path: Path) -> None:
+    """A VANE/SKY group is needed for a Nod scan, and serves only Nod scans."""
+    import zarr
+
+    from calpipe.errors import CalibrationError
+    from calpipe.pipeline import calibrate_store
+
+    copy = tmp_path / "hc.zarr"
+    shutil.copytree(imported, copy)
+    arr = zarr.open_array(str(copy / "scan_000329/calibration/sobsmode"), mode="r+")
+    arr[...] = np.array(["HOT", "COLD"], dtype=object)
+    result = calibrate_store(copy, tmp_path / "l1.zarr")
+    assert [f.scan for f in result.failures] == [331, 333]
+    assert result.exit_code == 1
+    with pytest.raises(CalibrationError, match="no Nod scan calibrated"):
+        calibrate_nod_session(copy, NodOptions(t_cal=T_CAL))
