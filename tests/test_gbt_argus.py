@@ -335,3 +335,26 @@ def test_nod_scan_with_hot_cold_loads_fails_cleanly(imported: Path, tmp_path: Pa
     assert result.exit_code == 1
     with pytest.raises(CalibrationError, match="no Nod scan calibrated"):
         calibrate_nod_session(copy, NodOptions(t_cal=T_CAL))
+
+
+def test_chopper_forward_model() -> None:
+    """docs/physics.md: the vane equations invert the chopper-wheel forward model exactly."""
+    rng = np.random.default_rng(3)
+    c = 64
+    g = rng.uniform(1e6, 3e6, c)
+    t_rx = rng.uniform(40.0, 80.0, c)
+    t_vane, t_atm, tau, el = 270.0, 255.0, 0.2, 70.0
+    a = float(chopper.gbt_airmass(el))
+    att = np.exp(-tau * a)
+    t_sky = t_atm * (1 - att) + chopper.CMB_K * att
+    ta_true = rng.normal(0.0, 1.0, c)
+    sky = g * (t_rx + t_sky)
+    vane = g * (t_rx + t_vane)
+    on = sky + g * ta_true * att
+    t_cal = float(chopper.frayer_tcal(t_vane, t_atm, tau, a))
+    np.testing.assert_allclose(t_cal * (on - sky) / (vane - sky), ta_true, rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(chopper.tsys_spectrum(vane, sky, t_cal),
+                               (t_rx + t_sky) / att, rtol=1e-12)
+    assert t_cal == pytest.approx(270.80, abs=0.005)
+    assert 1 - t_vane / t_cal == pytest.approx(0.0030, abs=0.00005)
