@@ -358,3 +358,43 @@ def test_chopper_forward_model() -> None:
                                (t_rx + t_sky) / att, rtol=1e-12)
     assert t_cal == pytest.approx(270.80, abs=0.005)
     assert 1 - t_vane / t_cal == pytest.approx(0.0030, abs=0.00005)
+
+
+def _rewrite(tmp_path: Path, change) -> Path:
+    """A copy of the test data with ``change(columns)`` applied to every table (a dict of
+    column name -> array, modified in place); returns the directory."""
+    from astropy.io import fits
+
+    out = tmp_path / "in"
+    out.mkdir(parents=True)
+    for f in sorted(DATA.glob("*.fits")):
+        with fits.open(f) as h:
+            data = h[1].data.copy()
+            change(data)
+            table = fits.BinTableHDU(data=data, header=h[1].header, name="SINGLE DISH")
+            fits.HDUList([h[0].copy(), table]).writeto(out / f.name)
+    return out
+
+
+def test_import_rejects_what_l0_cannot_hold(tmp_path: Path) -> None:
+    def exposure(d) -> None:
+        d["EXPOSURE"][d["SCAN"] == 331] *= np.where(d["FDNUM"][d["SCAN"] == 331] == 1, 2.0, 1.0)
+
+    with pytest.raises(ImportFormatError, match="scan 331: column EXPOSURE differs"):
+        import_sdfits([_rewrite(tmp_path / "a", exposure)], tmp_path / "a.zarr")
+
+    def diode(d) -> None:
+        d["CAL"][0] = "T"
+
+    with pytest.raises(ImportFormatError, match="CAL = 'T'"):
+        import_sdfits([_rewrite(tmp_path / "b", diode)], tmp_path / "b.zarr")
+
+
+def test_import_skips_other_procedures(tmp_path: Path) -> None:
+    def onoff(d) -> None:
+        for n in (333, 334):
+            d["OBSMODE"][d["SCAN"] == n] = "OnOff:PSWITCHON:TPNOCAL"
+
+    result = import_sdfits([_rewrite(tmp_path, onoff)], tmp_path / "x.zarr")
+    assert result.nod_scans == (331,) and result.skipped_scans == (333, 334)
+    assert open_session(tmp_path / "x.zarr").root.attrs["skipped_scans"] == [333, 334]
