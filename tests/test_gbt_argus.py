@@ -398,3 +398,20 @@ def test_import_skips_other_procedures(tmp_path: Path) -> None:
     result = import_sdfits([_rewrite(tmp_path, onoff)], tmp_path / "x.zarr")
     assert result.nod_scans == (331,) and result.skipped_scans == (333, 334)
     assert open_session(tmp_path / "x.zarr").root.attrs["skipped_scans"] == [333, 334]
+
+
+def test_failed_import_leaves_no_partial_store(tmp_path: Path, imported: Path) -> None:
+    def procscan(d) -> None:
+        d["PROCSCAN"][d["SCAN"] == 332] = "BEAM1"
+
+    bad = _rewrite(tmp_path, procscan)
+    out = tmp_path / "out.zarr"
+    with pytest.raises(ImportFormatError, match="PROCSCAN"):
+        import_sdfits([bad], out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+    shutil.copytree(imported, out)  # --overwrite: the old store survives a failed import
+    with pytest.raises(ImportFormatError):
+        import_sdfits([bad], out, overwrite=True)
+    assert open_session(out).source_scans() == [331, 333]
+    import_sdfits([DATA], out, overwrite=True)
+    assert open_session(out).source_scans() == [331, 333]
