@@ -415,3 +415,14 @@ def test_failed_import_leaves_no_partial_store(tmp_path: Path, imported: Path) -
     assert open_session(out).source_scans() == [331, 333]
     import_sdfits([DATA], out, overwrite=True)
     assert open_session(out).source_scans() == [331, 333]
+
+
+def test_vane_options_rerun_resolve() -> None:
+    """T_cal enters in the resolve stage, so the Snakemake resolve digest must cover it."""
+    from calpipe import workflow as cw
+
+    base = cw.calibration_config({})
+    for change in ({"vane_t_cal": 272.0}, {"flag_vegas_spurs": False},
+                   {"vane_t_cal_method": "vane"}):
+        assert cw.stage_digest(base, "resolve") != cw.stage_digest(
+            cw.calibration_config(change), "resolve"), change
