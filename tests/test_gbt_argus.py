@@ -426,3 +426,21 @@ def test_vane_options_rerun_resolve() -> None:
                    {"vane_t_cal_method": "vane"}):
         assert cw.stage_digest(base, "resolve") != cw.stage_digest(
             cw.calibration_config(change), "resolve"), change
+
+
+def test_import_missing_row_is_nan(tmp_path: Path) -> None:
+    """A feed without a row in one scan is NaN (no data) there, not invented."""
+    from astropy.io import fits
+
+    out = tmp_path / "in"
+    out.mkdir()
+    for f in sorted(DATA.glob("*.fits")):
+        with fits.open(f) as h:
+            d = h[1].data
+            keep = ~((d["SCAN"] == 331) & (d["FDNUM"] == 5))
+            table = fits.BinTableHDU(data=d[keep], header=h[1].header, name="SINGLE DISH")
+            fits.HDUList([h[0].copy(), table]).writeto(out / f.name)
+    import_sdfits([out], tmp_path / "x.zarr")
+    counts = open_session(tmp_path / "x.zarr").load_scan(331).counts
+    assert np.isnan(counts[:, 0, 5, 0, 0]).all()
+    assert np.isfinite(counts[:, 0, 5, 0, 1]).all() and np.isfinite(counts[:, 0, 4, 0, 0]).all()
