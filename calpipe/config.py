@@ -18,15 +18,17 @@ from typing import Any, Literal
 from calpipe.errors import ConfigError
 
 PhysicsMode = Literal["exact", "kalibrate-compat"]
-ObsModeOption = Literal["auto", "tp", "otf"]
+ObsModeOption = Literal["auto", "tp", "otf", "nod"]
 ReferenceMethod = Literal["linear", "nearest"]
 TatmMethod = Literal["model", "ambient"]
+VaneTcalMethod = Literal["auto", "given", "ambient", "vane", "frayer"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "physics": ("exact", "kalibrate-compat"),
-    "mode": ("auto", "tp", "otf"),
+    "mode": ("auto", "tp", "otf", "nod"),
     "reference": ("linear", "nearest"),
     "t_atm": ("model", "ambient"),
+    "vane_t_cal_method": ("auto", "given", "ambient", "vane", "frayer"),
 }
 
 
@@ -69,6 +71,15 @@ class CalibrationConfig:
     # exp(-2.5) ~ 0.08: beyond tau A ~ 2.5 T_A* was measured 10 % to 1e4 x off (issue 13)
     min_transmission: float = 0.08
     blank_low_transmission: bool = True  # NaN in spectra where LOW_TRANSMISSION is set
+    # chopper-wheel (VANE/SKY) calibration of Nod scans (issue 16, calpipe.nod): T_cal given
+    # (vane_t_cal, K), or from the SKY subscan's tamb (ambient), the vane temperature thot
+    # (vane), or Frayer's eq. 22 with vane_t_atm (K) and vane_tau_zenith (neper) (frayer);
+    # auto = given when vane_t_cal is set, else ambient.
+    vane_t_cal: float | None = None
+    vane_t_cal_method: VaneTcalMethod = "auto"
+    vane_t_atm: float | None = None
+    vane_tau_zenith: float | None = None
+    flag_vegas_spurs: bool = True  # blank the VEGAS spur channels (scan attribute vegas_spurs)
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -76,7 +87,8 @@ class CalibrationConfig:
                 raise ConfigError(
                     f"option '{name}' = {getattr(self, name)!r}; expected one of {choices}"
                 )
-        for name in ("gs_xs", "gi_xi", "f_eff", "pwv_fixed_mm", "pwv_fallback_mm"):
+        for name in ("gs_xs", "gi_xi", "f_eff", "pwv_fixed_mm", "pwv_fallback_mm", "vane_t_cal",
+                     "vane_t_atm", "vane_tau_zenith"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int | float) and value >= 0):
                 raise ConfigError(f"option '{name}' = {value!r}; expected a number >= 0")
@@ -110,6 +122,11 @@ class CalibrationConfig:
             raise ConfigError("max_chunks_per_array must be >= 1")
         if not 0 <= self.min_elevation_deg < 90:
             raise ConfigError("min_elevation_deg must be in [0, 90)")
+        if self.vane_t_cal_method == "given" and not self.vane_t_cal:
+            raise ConfigError("vane_t_cal_method 'given' needs vane_t_cal > 0 (K)")
+        if self.vane_t_cal_method == "frayer" and (self.vane_t_atm is None
+                                                   or self.vane_tau_zenith is None):
+            raise ConfigError("vane_t_cal_method 'frayer' needs vane_t_atm and vane_tau_zenith")
 
     # -- construction -------------------------------------------------------------------
     @classmethod

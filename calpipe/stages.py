@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from calpipe import qa
+from calpipe import (
+    nod,  # issue 16: vane (VANE/SKY) calibration of Nod scans
+    qa,
+)
 from calpipe.config import CalibrationConfig, InstrumentParameters
 from calpipe.errors import (
     AtmosphereError,
@@ -112,6 +115,8 @@ def frequency_axes(scan: ScanData) -> tuple[np.ndarray, np.ndarray]:
 def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig
             ) -> CalibrationLoadFull:
     """Stage "resolve": loads -> gamma, T_rec, bad channels (DESIGN 3.2)."""
+    if nod.is_vane_snapshot(cal):  # chopper wheel: VANE / SKY instead of HOT / COLD
+        return nod.resolve_vane(scan, cal, config)
     check_compatible(scan, cal)
     inst = instrument_parameters(scan, config)
     nu_sig, nu_img = frequency_axes(scan)
@@ -128,6 +133,10 @@ def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig
 
 def prepare(scan: ScanData, config: CalibrationConfig) -> PreparedData:
     """Stage "prepare": OFF averages and C_REF per ON subscan (DESIGN 3.4)."""
+    if config.mode == "nod" or (config.mode == "auto" and nod.is_nod_scan(scan)):
+        prepared = nod.prepare_nod(scan)  # BEAM1 / BEAM2: each the other's reference
+        prepared.check()
+        return prepared
     prepared = prepare_references(
         scan=scan.scan, counts=scan.counts, sobsmode=scan.meta.sobsmode, mjd=scan.meta.mjd,
         exptime=scan.meta.exptime, instmode=str(scan.attrs.get("instmode", "")),
@@ -158,6 +167,8 @@ class ScanGeometry:
 def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: PreparedData,
                config: CalibrationConfig, table: AtmosphereTable) -> AtmosphereResult:
     """Stage "atmosphere": pwv (fit or fixed), tau and transmissions (DESIGN 3.3)."""
+    if prepared.mode == "nod":  # vane calibration: T_cal carries the atmosphere
+        return nod.vane_atmosphere(geometry.scan, geometry.pamb, load, prepared)
     scan = geometry.scan
     off, on = prepared.off_index, prepared.on_index
     pressure_hpa = float(np.mean(geometry.pamb[off])) * TORR_TO_HPA
@@ -236,15 +247,18 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
     on = prepared.on_index
     scan.require_subscans(on, "calibrate")
     check_has_data(scan.scan, scan.subscan_valid, on.tolist(), what="ON subscan ")
-    arrays = calibrate_full(
-        scan.counts, on, prepared.c_ref, load.gamma, load.bad_channel, load.w_s, load.f_eff,
-        atm.tr_signal, float(scan.meta.freq_res[0]), scan.meta.exptime[on],
-        ref_factor=prepared.reference_variance_factor(),
-        noise_bandwidth_factor=config.noise_bandwidth_factor,
-        min_transmission=config.min_transmission,
-        blank_low_transmission=config.blank_low_transmission,
-    )
-    _check_transmission(scan.scan, load, atm, config)
+    if prepared.mode == "nod":  # T_sys (ON - REF) / REF with the vane T_sys (calpipe.nod)
+        arrays = nod.calibrate_nod_arrays(scan, load, prepared)
+    else:
+        arrays = calibrate_full(
+            scan.counts, on, prepared.c_ref, load.gamma, load.bad_channel, load.w_s,
+            load.f_eff, atm.tr_signal, float(scan.meta.freq_res[0]), scan.meta.exptime[on],
+            ref_factor=prepared.reference_variance_factor(),
+            noise_bandwidth_factor=config.noise_bandwidth_factor,
+            min_transmission=config.min_transmission,
+            blank_low_transmission=config.blank_low_transmission,
+        )
+        _check_transmission(scan.scan, load, atm, config)
     check_usable(scan.scan, arrays.spectra, arrays.flags)  # issue 12: no all-NaN "success"
     m = scan.meta
     n_d = scan.counts.shape[1]
@@ -255,6 +269,8 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         return (a[:, 0, 0] if squeeze else a).astype(np.float32)
 
     attrs = _scan_attrs(scan, load, prepared, atm, arrays.t_sys)
+    if prepared.mode == "nod":
+        attrs["nod"] = nod.nod_attrs(scan, load, prepared, arrays)
     # QA (issue 8, calpipe.qa): sets TSYS_OUTLIER in arrays.flags, metrics -> attrs["qa"]
     attrs["qa"].update(qa.assess_scan(arrays.spectra, arrays.flags, arrays.t_sys,
                                       arrays.weight, atm.residual_rms_k))

@@ -247,3 +247,200 @@ def test_tcal_methods(imported: Path) -> None:
         assert beam.t_cal[0] == pytest.approx(float(t_cal))
         assert beam.t_sys[0] == pytest.approx(base.t_sys[0] * float(t_cal) / T_CAL)
     json.dumps(NodOptions().__dict__)  # options are plain values
+
+
+# -- through the pipeline: calpipe calibrate (in process) and the Snakemake workflow ------------
+
+@pytest.fixture(scope="module")
+def l1_inprocess(imported: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from calpipe.cli import main
+
+    wd = tmp_path_factory.mktemp("l1")
+    (wd / "cfg.yaml").write_text(f"calibration:\n  vane_t_cal: {T_CAL}\n")
+    out = wd / "l1.zarr"
+    assert main(["-q", "calibrate", str(imported), str(out), "--config",
+                 str(wd / "cfg.yaml")]) == 0
+    return out
+
+
+def test_calpipe_calibrate_matches_dysh(l1_inprocess: Path, reference) -> None:
+    import zarr
+
+    from calpipe.nod import nod_average_from_l1
+
+    a = nod_average_from_l1(l1_inprocess)
+    assert a.n_spectra == 4
+    np.testing.assert_allclose(a.t_sys, reference["average_tsys"], rtol=RTOL)
+    np.testing.assert_allclose(a.exposure, reference["average_exposure"], rtol=RTOL)
+    np.testing.assert_allclose(a.rms, reference["average_rms"], rtol=RTOL)
+    np.testing.assert_allclose(a.spectrum, reference["average_spectrum"], rtol=RTOL,
+                               atol=RTOL * float(reference["average_rms"]))
+    vanecal = {}
+    for k, (n, f) in enumerate(zip(reference["nod_scan"], reference["nod_fdnum"], strict=True)):
+        g = zarr.open_group(str(l1_inprocess / f"scan_{int(n):06d}"), mode="r")
+        attrs = dict(g.attrs)
+        assert attrs["mode"] == "nod" and attrs["atmosphere_fit"]["method"] == "none"
+        beam = next(b for b in attrs["nod"]["beams"] if b["receiver"] == f)
+        spec = np.asarray(g["spectra"][:, 0, int(f), 0, beam["s_on"]], dtype=np.float64)
+        np.testing.assert_allclose(spec, reference["nod_spectra"][k], rtol=RTOL,
+                                   atol=RTOL * float(reference["average_rms"]))
+        np.testing.assert_allclose(beam["t_sys_k"], reference["nod_tsys"][k], rtol=RTOL)
+        np.testing.assert_allclose(beam["exposure_s"], reference["nod_exposure"][k], rtol=RTOL)
+        flags = np.asarray(g["flags"][:, 0, int(f), 0, beam["s_on"]])
+        assert np.array_equal(flags != 0, np.isnan(reference["nod_spectra"][k]))
+        vanecal[int(f)] = attrs["nod"]["vane_sky_t_sys_k"][int(f)][0]
+    np.testing.assert_allclose([vanecal[1], vanecal[9]], reference["vanecal_tsys"], rtol=RTOL)
+
+
+def test_snakemake_mode_equals_inprocess(imported: Path, l1_inprocess: Path,
+                                        tmp_path: Path) -> None:
+    import sys
+
+    import yaml
+    import zarr
+
+    snakemake = Path(sys.executable).parent / "snakemake"
+    if not snakemake.exists():
+        pytest.skip("snakemake not installed")
+    shutil.copytree(imported, tmp_path / "s.zarr")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {"stores": {"s": "s.zarr"}, "calibration": {"vane_t_cal": T_CAL}}))
+    proc = subprocess.run(
+        [str(snakemake), "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory",
+         str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--workflow-profile",
+         str(REPO / "profiles" / "default"), "--cores", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    wf = tmp_path / "results" / "s" / "l1.zarr"
+    for n in (331, 333):
+        a = zarr.open_group(str(wf / f"scan_{n:06d}"), mode="r")
+        b = zarr.open_group(str(l1_inprocess / f"scan_{n:06d}"), mode="r")
+        for name in ("spectra", "t_sys", "weight", "flags"):
+            np.testing.assert_array_equal(a[name][...], b[name][...], err_msg=name)
+
+
+def test_nod_scan_with_hot_cold_loads_fails_cleanly(imported: Path, tmp_path: Path) -> None:
+    """A VANE/SKY group is needed for a Nod scan, and serves only Nod scans."""
+    import zarr
+
+    from calpipe.errors import CalibrationError
+    from calpipe.pipeline import calibrate_store
+
+    copy = tmp_path / "hc.zarr"
+    shutil.copytree(imported, copy)
+    arr = zarr.open_array(str(copy / "scan_000329/calibration/sobsmode"), mode="r+")
+    arr[...] = np.array(["HOT", "COLD"], dtype=object)
+    result = calibrate_store(copy, tmp_path / "l1.zarr")
+    assert [f.scan for f in result.failures] == [331, 333]
+    assert result.exit_code == 1
+    with pytest.raises(CalibrationError, match="no Nod scan calibrated"):
+        calibrate_nod_session(copy, NodOptions(t_cal=T_CAL))
+
+
+def test_chopper_forward_model() -> None:
+    """docs/physics.md: the vane equations invert the chopper-wheel forward model exactly."""
+    rng = np.random.default_rng(3)
+    c = 64
+    g = rng.uniform(1e6, 3e6, c)
+    t_rx = rng.uniform(40.0, 80.0, c)
+    t_vane, t_atm, tau, el = 270.0, 255.0, 0.2, 70.0
+    a = float(chopper.gbt_airmass(el))
+    att = np.exp(-tau * a)
+    t_sky = t_atm * (1 - att) + chopper.CMB_K * att
+    ta_true = rng.normal(0.0, 1.0, c)
+    sky = g * (t_rx + t_sky)
+    vane = g * (t_rx + t_vane)
+    on = sky + g * ta_true * att
+    t_cal = float(chopper.frayer_tcal(t_vane, t_atm, tau, a))
+    np.testing.assert_allclose(t_cal * (on - sky) / (vane - sky), ta_true, rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(chopper.tsys_spectrum(vane, sky, t_cal),
+                               (t_rx + t_sky) / att, rtol=1e-12)
+    assert t_cal == pytest.approx(270.80, abs=0.005)
+    assert 1 - t_vane / t_cal == pytest.approx(0.0030, abs=0.00005)
+
+
+def _rewrite(tmp_path: Path, change) -> Path:
+    """A copy of the test data with ``change(columns)`` applied to every table (a dict of
+    column name -> array, modified in place); returns the directory."""
+    from astropy.io import fits
+
+    out = tmp_path / "in"
+    out.mkdir(parents=True)
+    for f in sorted(DATA.glob("*.fits")):
+        with fits.open(f) as h:
+            data = h[1].data.copy()
+            change(data)
+            table = fits.BinTableHDU(data=data, header=h[1].header, name="SINGLE DISH")
+            fits.HDUList([h[0].copy(), table]).writeto(out / f.name)
+    return out
+
+
+def test_import_rejects_what_l0_cannot_hold(tmp_path: Path) -> None:
+    def exposure(d) -> None:
+        d["EXPOSURE"][d["SCAN"] == 331] *= np.where(d["FDNUM"][d["SCAN"] == 331] == 1, 2.0, 1.0)
+
+    with pytest.raises(ImportFormatError, match="scan 331: column EXPOSURE differs"):
+        import_sdfits([_rewrite(tmp_path / "a", exposure)], tmp_path / "a.zarr")
+
+    def diode(d) -> None:
+        d["CAL"][0] = "T"
+
+    with pytest.raises(ImportFormatError, match="CAL = 'T'"):
+        import_sdfits([_rewrite(tmp_path / "b", diode)], tmp_path / "b.zarr")
+
+
+def test_import_skips_other_procedures(tmp_path: Path) -> None:
+    def onoff(d) -> None:
+        for n in (333, 334):
+            d["OBSMODE"][d["SCAN"] == n] = "OnOff:PSWITCHON:TPNOCAL"
+
+    result = import_sdfits([_rewrite(tmp_path, onoff)], tmp_path / "x.zarr")
+    assert result.nod_scans == (331,) and result.skipped_scans == (333, 334)
+    assert open_session(tmp_path / "x.zarr").root.attrs["skipped_scans"] == [333, 334]
+
+
+def test_failed_import_leaves_no_partial_store(tmp_path: Path, imported: Path) -> None:
+    def procscan(d) -> None:
+        d["PROCSCAN"][d["SCAN"] == 332] = "BEAM1"
+
+    bad = _rewrite(tmp_path, procscan)
+    out = tmp_path / "out.zarr"
+    with pytest.raises(ImportFormatError, match="PROCSCAN"):
+        import_sdfits([bad], out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+    shutil.copytree(imported, out)  # --overwrite: the old store survives a failed import
+    with pytest.raises(ImportFormatError):
+        import_sdfits([bad], out, overwrite=True)
+    assert open_session(out).source_scans() == [331, 333]
+    import_sdfits([DATA], out, overwrite=True)
+    assert open_session(out).source_scans() == [331, 333]
+
+
+def test_vane_options_rerun_resolve() -> None:
+    """T_cal enters in the resolve stage, so the Snakemake resolve digest must cover it."""
+    from calpipe import workflow as cw
+
+    base = cw.calibration_config({})
+    for change in ({"vane_t_cal": 272.0}, {"flag_vegas_spurs": False},
+                   {"vane_t_cal_method": "vane"}):
+        assert cw.stage_digest(base, "resolve") != cw.stage_digest(
+            cw.calibration_config(change), "resolve"), change
+
+
+def test_import_missing_row_is_nan(tmp_path: Path) -> None:
+    """A feed without a row in one scan is NaN (no data) there, not invented."""
+    from astropy.io import fits
+
+    out = tmp_path / "in"
+    out.mkdir()
+    for f in sorted(DATA.glob("*.fits")):
+        with fits.open(f) as h:
+            d = h[1].data
+            keep = ~((d["SCAN"] == 331) & (d["FDNUM"] == 5))
+            table = fits.BinTableHDU(data=d[keep], header=h[1].header, name="SINGLE DISH")
+            fits.HDUList([h[0].copy(), table]).writeto(out / f.name)
+    import_sdfits([out], tmp_path / "x.zarr")
+    counts = open_session(tmp_path / "x.zarr").load_scan(331).counts
+    assert np.isnan(counts[:, 0, 5, 0, 0]).all()
+    assert np.isfinite(counts[:, 0, 5, 0, 1]).all() and np.isfinite(counts[:, 0, 4, 0, 0]).all()

@@ -304,7 +304,6 @@ def _write_group(parent: Any, name: str, cube: np.ndarray, sobsmode: list[str],
 def import_sdfits(inputs: Iterable[str | Path], out: str | Path, *, overwrite: bool = False
                   ) -> ImportResult:
     """Convert GBT raw SDFITS (files or directories) into an L0 session store at ``out``."""
-    import zarr
 
     out = Path(out)
     files = find_inputs(inputs)
@@ -323,10 +322,8 @@ def import_sdfits(inputs: Iterable[str | Path], out: str | Path, *, overwrite: b
     scans = sorted({int(s) for s in c["SCAN"].tolist()})
     rows_of = {s: np.flatnonzero(c["SCAN"] == s) for s in scans}
     kinds = {s: _scan_kind(t, rows_of[s]) for s in scans}
-    if out.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out} exists (use --overwrite)")
-        shutil.rmtree(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists (use --overwrite)")
 
     cal_scans: list[int] = []
     nod_scans: list[int] = []
@@ -358,6 +355,33 @@ def import_sdfits(inputs: Iterable[str | Path], out: str | Path, *, overwrite: b
             log.warning("scan %d (%s) is not imported: only VANE/SKY and Nod are supported",
                         s, kinds[s])
 
+    # written under a temporary name and renamed at the end: an error leaves no partial store
+    tmp = out.with_name(f".{out.name}.importing")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        _write_store(tmp, t, lay, plan, rows_of, skipped, cal_scans, nod_scans)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():  # overwrite: the old store goes only once the new one is complete
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log.info("imported %d calibration and %d Nod scan group(s) into %s", len(cal_scans),
+             len(nod_scans), out)
+    return ImportResult(out=out, calibration_scans=tuple(cal_scans),
+                        nod_scans=tuple(nod_scans), skipped_scans=tuple(skipped),
+                        receivers=lay.receivers, arrays=lay.arrays,
+                        n_channels=lay.n_channels)
+
+
+def _write_store(out: Path, t: SdfitsTable, lay: _Layout, plan: list[tuple[str, int, list[int]]],
+                 rows_of: dict[int, np.ndarray], skipped: list[int], cal_scans: list[int],
+                 nod_scans: list[int]) -> None:
+    """Write the planned scan groups to ``out`` (appends to cal_scans / nod_scans)."""
+    import zarr
+
+    c = t.columns
     root = zarr.open_group(str(out), mode="w", zarr_format=3)
     root.attrs.update({
         "producer": "calpipe.importers.sdfits", "telescope": t.telescope,
@@ -418,6 +442,10 @@ def import_sdfits(inputs: Iterable[str | Path], out: str | Path, *, overwrite: b
                                         "['BEAM1', 'BEAM2']")
             attrs.update({"instmode": "NOD", "nod_beams": list(beams),
                           "nod_beams_fdnum": [lay.receivers[b] for b in beams]})
+            spurs = [{k: m[k] for k in ("vsprval", "vspdelt", "vsprpix")}
+                     for m in metas if "vsprval" in m and "vspdelt" in m and "vsprpix" in m]
+            if len(spurs) == len(metas):
+                attrs["vegas_spurs"] = spurs[0] if all(x == spurs[0] for x in spurs) else spurs
             previous = [x for x in cal_scans if x < first]
             extra: dict[str, np.ndarray] = {
                 "pixel_offset_lon": offs_lon, "pixel_offset_lat": offs_lat,
@@ -431,12 +459,6 @@ def import_sdfits(inputs: Iterable[str | Path], out: str | Path, *, overwrite: b
             group.attrs.update(attrs)
             _write_group(group, "source", cube, sob, metas, extra, strings)
             nod_scans.append(first)
-    log.info("imported %d calibration and %d Nod scan group(s) into %s", len(cal_scans),
-             len(nod_scans), out)
-    return ImportResult(out=out, calibration_scans=tuple(cal_scans),
-                        nod_scans=tuple(nod_scans), skipped_scans=tuple(skipped),
-                        receivers=lay.receivers, arrays=lay.arrays,
-                        n_channels=lay.n_channels)
 
 
 def _nod_beams(t: SdfitsTable, members: list[int], rows_of: dict[int, np.ndarray],

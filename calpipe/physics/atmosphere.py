@@ -50,7 +50,7 @@ class AtmosphereResult:
     """
 
     scan: int
-    method: str  # "fit" | "fixed" | "fallback"
+    method: str  # "fit" | "fixed" | "fallback" | "none" (vane calibration, calpipe.nod)
     per_pixel: bool
     pwv_mm: np.ndarray  # [Rp, Ap]
     tau_signal: np.ndarray  # [C, Rp, Ap] neper, zenith
@@ -79,6 +79,8 @@ class AtmosphereResult:
     def check(self) -> None:
         if self.tr_signal.shape != self.tr_image.shape:
             raise ValueError("AtmosphereResult: tr_signal and tr_image differ in shape")
+        if self.method == "none":  # vane calibration (calpipe.nod): no pwv, tr = 1
+            return
         if not np.all(np.isfinite(self.pwv_mm)) or np.any(self.pwv_mm < 0):
             raise ValueError(f"AtmosphereResult: bad pwv {self.pwv_mm}")
 

@@ -76,9 +76,15 @@ def detect_mode(sobsmode: np.ndarray, instmode: str | None, override: str = "aut
     return "otf" if (instmode or "").upper().startswith("OTF") else "tp"
 
 
+#: the subscans the prepare stage reads: OFFs, and both beams of a Nod pair (each beam is
+#: the other's reference, calpipe.nod)
+REFERENCE_MODES = (*OFF_MODES, "BEAM1", "BEAM2")
+
+
 def off_subscans(sobsmode: np.ndarray) -> np.ndarray:
-    """Indices of the OFF subscans (the only counts the prepare stage reads)."""
-    return np.flatnonzero(np.isin(sobsmode, OFF_MODES))
+    """Indices of the subscans the prepare stage reads (the Snakemake prepare job reads only
+    these): the OFFs, and the two beams of a Nod pair."""
+    return np.flatnonzero(np.isin(sobsmode, REFERENCE_MODES))
 
 
 def subscan_midtimes(mjd: np.ndarray, exptime: np.ndarray, n_dumps: int) -> np.ndarray:

@@ -37,7 +37,8 @@ MANIFEST_FORMAT = "calpipe-manifest"
 #: L1 write record the digest of the whole configuration (CalibrationConfig.digest).
 STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
     "resolve": ("physics", "gs_xs", "gi_xi", "f_eff", "clip_counts", "clip_trec",
-                "clip_smooth_channels"),
+                "clip_smooth_channels", "vane_t_cal", "vane_t_cal_method", "vane_t_atm",
+                "vane_tau_zenith", "flag_vegas_spurs"),  # vane_*: issue 16 (T_cal in resolve)
     "prepare": ("mode", "reference"),
     "atmosphere": ("physics", "t_atm", "atmosphere_table", "pwv_fixed_mm", "pwv_fallback_mm",
                    "pwv_per_pixel", "pwv_grid_min_mm", "pwv_grid_max_mm", "pwv_grid_points",
