@@ -31,7 +31,6 @@ from calpipe.l0 import (
     ScanData,
     check_compatible,
     open_session,
-    parse_scan_group,
 )
 from calpipe.physics import chopper
 from calpipe.physics import flags as fl
@@ -520,20 +519,19 @@ def nod_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
 
 def nod_average_from_l1(l1_store: str | Path, array: int = 0) -> NodAverage:
     """The average Nod spectrum of every Nod scan in an L1 store (as ``average_nod``):
-    beam spectra are read from ``spectra`` at the pixels / S_on named by ``attrs["nod"]``."""
-    import zarr
+    beam spectra are read from ``spectra`` at the pixels / S_on named by ``attrs["nod"]``
+    (through ``calpipe.l1.read_scan``, whatever the L1 format's on-disk layout)."""
+    from calpipe import l1
 
     spectra, t_sys, exposure, dnu = [], [], [], []
-    names = sorted(p.name for p in Path(l1_store).iterdir()
-                   if p.is_dir() and parse_scan_group(p.name) is not None)
-    for name in names:
-        g: Any = zarr.open_group(str(Path(l1_store) / name), mode="r")
-        nod: Any = g.attrs.get("nod")
+    for scan in l1.list_scans(l1_store):
+        result = l1.read_scan(l1_store, scan)
+        nod: Any = result.attrs.get("nod")
         if not nod:
             continue
-        spec = np.asarray(g["spectra"][...], dtype=np.float64)  # [C, D, R, A, S_on]
-        ts = np.asarray(g["t_sys"][...], dtype=np.float64)  # [C, R, A, S_on]
-        freq = np.asarray(g["frequency_signal"][...])
+        spec = np.asarray(result.spectra, dtype=np.float64)  # [C, D, R, A, S_on]
+        ts = np.asarray(result.t_sys, dtype=np.float64)  # [C, R, A, S_on]
+        freq = np.asarray(result.frequency_signal)
         res = abs(float(freq[1] - freq[0])) if freq.size > 1 else 1.0
         for b in nod["beams"]:
             r, k = int(b["receiver"]), int(b["s_on"])
