@@ -21,12 +21,14 @@ PhysicsMode = Literal["exact", "kalibrate-compat"]
 ObsModeOption = Literal["auto", "tp", "otf"]
 ReferenceMethod = Literal["linear", "nearest"]
 TatmMethod = Literal["model", "ambient"]
+SkyModelOption = Literal["auto", "zenith"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "physics": ("exact", "kalibrate-compat"),
     "mode": ("auto", "tp", "otf"),
     "reference": ("linear", "nearest"),
     "t_atm": ("model", "ambient"),
+    "sky_model": ("auto", "zenith"),
 }
 
 
@@ -43,6 +45,12 @@ class CalibrationConfig:
     reference: ReferenceMethod = "linear"
     t_atm: TatmMethod = "model"
     atmosphere_table: str | None = None  # path; None = the table shipped with calpipe
+    # issue 13: "auto" uses a sky table (T_atm vs airmass and ground temperature, per tuning)
+    # when one covers the scan (shipped, or in sky_table_dir), else the zenith table above;
+    # sky_table_build: build a missing one with am (minutes per tuning) and cache it
+    sky_model: SkyModelOption = "auto"
+    sky_table_dir: str | None = None
+    sky_table_build: bool = False
     pwv_fixed_mm: float | None = None  # skip the fit, use this pwv
     pwv_fallback_mm: float | None = None  # use this pwv when the fit fails (recorded)
     pwv_per_pixel: bool = False
@@ -92,6 +100,8 @@ class CalibrationConfig:
         if not (isinstance(self.min_transmission, int | float)
                 and 0 <= self.min_transmission < 1):
             raise ConfigError("min_transmission must be a number in [0, 1)")
+        if not isinstance(self.sky_table_build, bool):
+            raise ConfigError("sky_table_build must be true or false")
         if not isinstance(self.blank_low_transmission, bool):
             raise ConfigError("blank_low_transmission must be true or false")
         if self.clip_smooth_channels < 1:

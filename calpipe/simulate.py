@@ -59,6 +59,7 @@ class SimulationConfig:
     elevation_end_deg: float = 40.0
     pamb_hpa: float = 550.0
     tamb_k: float = 270.0
+    tamb_step_k: float = 0.0  # tamb of scan i = tamb_k + i x tamb_step_k (constant in a scan)
     thot_k: float = 293.0
     tcold_k: float = 80.0
     t_rec_k: float = 80.0  # SSB receiver temperature at band centre
@@ -160,8 +161,13 @@ class _Instrument:
                 for ai in range(cfg.n_arrays):
                     idx = rng.choice(cfg.n_channels, cfg.dead_channels, replace=False)
                     self.dead[idx, ri, ai] = True
-        self.slab_sig = table.slab(self.nu_sig, cfg.pamb_hpa)
-        self.slab_img = table.slab(self.nu_img, cfg.pamb_hpa)
+        # a SkyTable (issue 13: T_atm vs airmass and ground temperature) is evaluated per
+        # scan at its subscans' airmass and tamb; a zenith table once here
+        self.table = table
+        self.per_subscan = hasattr(table, "t_ground_k")
+        if not self.per_subscan:
+            self.slab_sig = table.slab(self.nu_sig, cfg.pamb_hpa)
+            self.slab_img = table.slab(self.nu_img, cfg.pamb_hpa)
         self.sky = SkyInputs(self.nu_sig, self.nu_img, cfg.w_s, cfg.f_eff, 2.725, EXACT)
 
 
@@ -183,11 +189,19 @@ def simulate_session(out: str | Path, cfg: SimulationConfig = SimulationConfig()
             if not overwrite:
                 raise FileExistsError(f"{p} exists (use overwrite=True / --overwrite)")
             shutil.rmtree(p)
+    default = table is None
     if table is None:
         from calpipe.atmosphere.tableio import load_default_table
 
         table = load_default_table()
     inst = _Instrument(cfg, table)
+    if default:  # the pipeline's default sky: a shipped sky table where one covers the tuning
+        from calpipe.atmosphere.skyio import find_sky_table
+
+        found = find_sky_table(inst.nu_sig, inst.nu_img, cfg.pamb_hpa, shipped=True)
+        if found is not None and _sky_table_fits(found[0], cfg):
+            table = found[0]
+            inst = _Instrument(cfg, table)
     plans = plan_session(cfg)
     root = zarr.open_group(str(out), mode="w", zarr_format=_zarr_format(cfg))
     root.attrs.update({"producer": "calpipe.simulate", "simulation": _cfg_json(cfg)})
@@ -215,6 +229,15 @@ def simulate_session(out: str | Path, cfg: SimulationConfig = SimulationConfig()
             _write_science(group, cfg, inst, plan, rng, truth_root)
     log.info("simulated %d scans into %s", len(plans), out)
     return plans
+
+
+def _sky_table_fits(table: Any, cfg: SimulationConfig) -> bool:
+    """The session's elevations and ambient temperatures lie inside the sky table's ranges."""
+    els = np.radians([cfg.elevation_start_deg, cfg.elevation_end_deg])
+    a = 1.0 / np.sin(els)
+    tg = [cfg.tamb_k, cfg.tamb_k + cfg.tamb_step_k * (cfg.n_scans - 1)]
+    return bool(table.airmass[0] <= min(a) and max(a) <= table.airmass[-1]
+                and table.t_ground_k[0] <= min(tg) and max(tg) <= table.t_ground_k[-1])
 
 
 def _zarr_format(cfg: SimulationConfig) -> Literal[2, 3]:
@@ -290,7 +313,8 @@ def _metadata(cfg: SimulationConfig, inst: _Instrument, plan: ScanPlan, n: int,
         "elevation": np.full(n, plan.elevation_rad, dtype=np.float32),
         "azimuth": np.full(n, np.radians(120.0), dtype=np.float32),
         "pamb": np.full(n, cfg.pamb_hpa / TORR_TO_HPA, dtype=np.float32),
-        "tamb": np.full(n, cfg.tamb_k, dtype=np.float32),
+        "tamb": np.full(n, cfg.tamb_k + cfg.tamb_step_k * (plan.scan - cfg.first_scan),
+                        dtype=np.float32),
         "signal_freq": np.full(n, inst.signal_freq),
         "image_freq": np.full(n, inst.image_freq),
         "freq_res": np.full(n, cfg.freq_res_hz),
@@ -329,11 +353,18 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
     start = plan.start_mjd + (2 * (cfg.n_dumps * cfg.exptime_s + 2.0) / 86400.0
                               if plan.own_calibration else 0.0)
     meta = _metadata(cfg, inst, plan, n, start)
-    model = SkyModel(inst.sky, inst.slab_sig, inst.slab_img, meta["elevation"].astype(float),
-                     meta["tamb"].astype(float), use_model_t_atm=True)
+    el, tamb = meta["elevation"].astype(float), meta["tamb"].astype(float)
+    if inst.per_subscan:
+        a = 1.0 / np.sin(el)
+        slab_sig = inst.table.slab(inst.nu_sig, cfg.pamb_hpa, a, tamb)
+        slab_img = inst.table.slab(inst.nu_img, cfg.pamb_hpa, a, tamb)
+    else:
+        slab_sig, slab_img = inst.slab_sig, inst.slab_img
+    model = SkyModel(inst.sky, slab_sig, slab_img, el, tamb, use_model_t_atm=True)
     tsky = model.tsky_eff(cfg.pwv_mm)  # [C, S]
-    tau_s, _ = inst.slab_sig.evaluate(cfg.pwv_mm)
-    tr_s = np.exp(-tau_s[:, None] / np.sin(meta["elevation"].astype(float))[None, :])  # [C, S]
+    tau_s, _ = slab_sig.evaluate(cfg.pwv_mm)
+    tau_s = tau_s if tau_s.ndim == 2 else tau_s[:, None]
+    tr_s = np.exp(-tau_s / np.sin(el)[None, :])  # [C, S]
     on = [s for s, m in enumerate(modes) if m.endswith("ON")]
     c, d, r, a = cfg.n_channels, cfg.n_dumps, cfg.n_receivers, cfg.n_arrays
     counts = np.empty((c, d, r, a, n), np.int32)

@@ -139,6 +139,97 @@ class ScanGeometry:
         return cls(scan.scan, m.elevation.copy(), m.tamb.copy(), m.pamb.copy())
 
 
+@dataclass(frozen=True)
+class SkySlabs:
+    """The atmosphere model of one scan: slabs at the OFFs (fit) and at the ONs (tr)."""
+
+    sig_off: Any
+    img_off: Any
+    sig_on: Any
+    img_on: Any
+    use_model: bool
+    t_atm_source: str  # "model(A, T_ground)" | "model" (zenith T_atm) | "ambient"
+    model: str
+    digest: str
+    note: str = ""
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_once(key: tuple[str, str], text: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(text)
+
+
+def sky_slabs(table: AtmosphereTable, config: CalibrationConfig, nu_sig: np.ndarray,
+              nu_img: np.ndarray, pressure_hpa: float, el_off: np.ndarray,
+              tamb_off: np.ndarray, el_on: np.ndarray, tamb_on: np.ndarray,
+              scan: int | None = None) -> SkySlabs:
+    """Choose the sky model (issue 13) and interpolate it once for the scan.
+
+    ``sky_model: auto`` with ``t_atm: model``: a sky table covering the signal and image
+    frequencies and the pressure (shipped / ``sky_table_dir``; built with am when
+    ``sky_table_build``) gives T_atm at each subscan's airmass and ground temperature
+    (``tamb``); the shipped sky tables only when ``table`` is the shipped am table.
+    Otherwise the zenith ``table``, with a warning naming the approximation.
+    """
+    from calpipe.physics.atmosphere import airmass
+
+    note = ""
+    if config.sky_model == "auto" and config.t_atm == "model":
+        from calpipe.atmosphere.skyio import (
+            build_for_tuning,
+            default_table_digest,
+            find_sky_table,
+        )
+
+        # the shipped sky tables refine the shipped am table; a zenith table of the user's
+        # own (another site or model) is respected unless sky_table_dir holds a sky table
+        shipped = table.digest == default_table_digest()
+        found = find_sky_table(nu_sig, nu_img, pressure_hpa, config.sky_table_dir,
+                               shipped=shipped)
+        if found is None and config.sky_table_build:
+            found = build_for_tuning(nu_sig, nu_img, pressure_hpa, config.sky_table_dir)
+        if found is not None:
+            sky_table, path = found
+            try:
+                return SkySlabs(
+                    sky_table.slab(nu_sig, pressure_hpa, airmass(el_off), tamb_off),
+                    sky_table.slab(nu_img, pressure_hpa, airmass(el_off), tamb_off),
+                    sky_table.slab(nu_sig, pressure_hpa, airmass(el_on), tamb_on),
+                    sky_table.slab(nu_img, pressure_hpa, airmass(el_on), tamb_on),
+                    True, sky_table.t_atm_source, f"{sky_table.model} sky table {path.name}",
+                    sky_table.digest)
+            except CalibrationError as exc:  # airmass / tamb outside the table
+                note = f"sky table {path.name} not used: {exc}"
+                log.warning("scan %s: %s; zenith table instead", scan, note)
+    try:
+        slabs = [table.slab(nu, pressure_hpa) for nu in (nu_sig, nu_img)]
+    except CalibrationError as exc:
+        raise AtmosphereError(exc.detail, scan=scan, array="atmosphere table") from exc
+    use_model = config.t_atm == "model" and table.t_atm is not None
+    if table.t_atm is None:
+        _warn_once((table.digest, "linear"), (
+            f"atmosphere table {table.model} has no T_atm (CCAT linear form): T_atm = T_amb, "
+            "the isothermal approximation (T_A* biased by -4 to -24 % at 460-850 GHz and low "
+            "elevation, docs/atmosphere.md section 10)"))
+    elif not use_model:
+        _warn_once((table.digest, "ambient"), (
+            "t_atm: ambient: T_atm = T_amb, the isothermal approximation (T_A* biased by -4 "
+            "to -24 % at 460-850 GHz and low elevation, docs/atmosphere.md section 10)"))
+    elif float(np.max(nu_sig)) > 400e9:
+        _warn_once((table.digest, "zenith"), (
+            f"no sky table covers {float(np.median(nu_sig)) / 1e9:.3f} GHz: the zenith T_atm of "
+            f"{table.model} is used at every airmass and for the table's fixed ground "
+            "temperature (T_A* biased by up to 4-50 % at 460-850 GHz and low elevation, "
+            "docs/atmosphere.md section 10); set sky_table_build: true to build one"))
+    source = "model" if use_model else "ambient"
+    return SkySlabs(slabs[0], slabs[1], slabs[0], slabs[1], use_model, source, table.model,
+                    table.digest, note)
+
+
 def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: PreparedData,
                config: CalibrationConfig, table: AtmosphereTable) -> AtmosphereResult:
     """Stage "atmosphere": pwv (fit or fixed), tau and transmissions (DESIGN 3.3)."""
@@ -146,12 +237,10 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
     off, on = prepared.off_index, prepared.on_index
     pressure_hpa = float(np.mean(geometry.pamb[off])) * TORR_TO_HPA
     constants = PhysicsConstants.for_mode(config.physics)
-    try:
-        slab_sig = table.slab(load.nu_sig, pressure_hpa)
-        slab_img = table.slab(load.nu_img, pressure_hpa)
-    except CalibrationError as exc:
-        raise AtmosphereError(exc.detail, scan=scan, array="atmosphere table") from exc
-    use_model = config.t_atm == "model" and table.t_atm is not None
+    slabs = sky_slabs(table, config, load.nu_sig, load.nu_img, pressure_hpa,
+                      geometry.elevation[off], geometry.tamb[off], geometry.elevation[on],
+                      geometry.tamb[on], scan=scan)
+    slab_sig, slab_img, use_model = slabs.sig_off, slabs.img_off, slabs.use_model
     sky = SkyInputs(load.nu_sig, load.nu_img, load.w_s, load.f_eff, config.t_cmb, constants)
     model = SkyModel(sky, slab_sig, slab_img, geometry.elevation[off], geometry.tamb[off],
                      use_model)
@@ -187,8 +276,8 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
     # QA (issue 8): compact fit diagnostic for the quick-look, stored in L1
     fit_obs, fit_mod = qa.atmosphere_fit_diagnostic(model, s_obs, weight, load.t_hot_eff, pwv)
     try:
-        tau_s, tr_s = transmissions(slab_sig, pwv, geometry.elevation[on])
-        tau_i, tr_i = transmissions(slab_img, pwv, geometry.elevation[on])
+        tau_s, tr_s = transmissions(slabs.sig_on, pwv, geometry.elevation[on])
+        tau_i, tr_i = transmissions(slabs.img_on, pwv, geometry.elevation[on])
     except CalibrationError as exc:
         raise AtmosphereError(exc.detail, scan=scan, array="pwv") from exc
     # uncertainties (issue 13): absolute radiometer weights of S_obs, 1/sigma^2 =
@@ -198,14 +287,15 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
         dnu = float(np.abs(np.diff(load.nu_sig)).mean())
         pwv_err, _ = pwv_uncertainty(model, s_obs, weight * dnu * prepared.off_time_s,
                                      load.t_hot_eff, pwv, config.pwv_per_pixel)
-    scale_err = scale_uncertainty(slab_sig, pwv, pwv_err, geometry.elevation[on])
+    scale_err = scale_uncertainty(slabs.sig_on, pwv, pwv_err, geometry.elevation[on])
     result = AtmosphereResult(
         scan=scan, method=method, per_pixel=config.pwv_per_pixel, pwv_mm=pwv,
         tau_signal=tau_s, tau_image=tau_i, tr_signal=tr_s, tr_image=tr_i,
         residual_rms_k=rms, converged=bool(converged), n_channels=n_used,
         n_iterations=int(iterations), pressure_hpa=pressure_hpa,
-        t_atm_source="model" if use_model else "ambient", table_model=table.model,
-        table_digest=table.digest, message=message, fit_observed_k=fit_obs,
+        t_atm_source=slabs.t_atm_source, table_model=slabs.model,
+        table_digest=slabs.digest,
+        message="; ".join(x for x in (message, slabs.note) if x), fit_observed_k=fit_obs,
         fit_model_k=fit_mod, pwv_err_mm=pwv_err, scale_uncertainty=scale_err,
     )
     result.check()

@@ -65,7 +65,8 @@ STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
     "resolve": ("physics", "gs_xs", "gi_xi", "f_eff", "clip_counts", "clip_trec",
                 "clip_smooth_channels"),
     "prepare": ("mode", "reference"),
-    "atmosphere": ("physics", "t_atm", "atmosphere_table", "pwv_fixed_mm", "pwv_fallback_mm",
+    "atmosphere": ("physics", "t_atm", "atmosphere_table", "sky_model", "sky_table_dir",
+                   "sky_table_build", "pwv_fixed_mm", "pwv_fallback_mm",
                    "pwv_per_pixel", "pwv_grid_min_mm", "pwv_grid_max_mm", "pwv_grid_points",
                    "pwv_newton_max_iter", "pwv_newton_tol", "t_cmb"),
 }

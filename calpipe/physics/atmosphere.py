@@ -100,6 +100,11 @@ def airmass(elevation_rad: np.ndarray | float) -> np.ndarray:
     return 1.0 / np.sin(np.asarray(elevation_rad, dtype=np.float64))
 
 
+def _col(a: np.ndarray) -> np.ndarray:
+    """[C] -> [C, 1] (one value for every subscan); [C, K] (per subscan, sky tables) as is."""
+    return a[:, None] if a.ndim == 1 else a
+
+
 class _Sideband:
     """Per-sideband constants of the sky model: J(T_cmb) [C], J(T_amb) [C, K], airmass [K]."""
 
@@ -114,13 +119,14 @@ class _Sideband:
     def _j_atm(self, t_atm: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         """J(T_atm) as [C, 1] (model) or [C, K] (ambient), and T_atm itself when modelled."""
         if self.use_model and t_atm is not None:
-            return rj_brightness(self.nu, t_atm, self.sky.constants)[:, None], t_atm
+            nu = self.nu if t_atm.ndim == 1 else self.nu[:, None]
+            return _col(rj_brightness(nu, t_atm, self.sky.constants)), t_atm
         return self.j_amb, None
 
     def tsky(self, pwv: float) -> np.ndarray:
         """T_sky [C, K] = f_eff [J(T_atm)(1 - t) + J(T_cmb) t] + (1 - f_eff) J(T_amb)."""
         tau, t_atm = self.slab.evaluate(pwv)
-        t = np.exp(-tau[:, None] * self.a[None, :])
+        t = np.exp(-_col(tau) * self.a[None, :])
         j_atm, _ = self._j_atm(t_atm)
         f = self.sky.f_eff
         return f * (j_atm + (self.j_cmb - j_atm) * t) + (1.0 - f) * self.j_amb
@@ -129,12 +135,13 @@ class _Sideband:
         """d T_sky / d pwv [C, K]."""
         tau, t_atm = self.slab.evaluate(pwv)
         dtau, dt_atm = self.slab.derivative(pwv)
-        t = np.exp(-tau[:, None] * self.a[None, :])
+        t = np.exp(-_col(tau) * self.a[None, :])
         j_atm, t_model = self._j_atm(t_atm)
-        d = (j_atm - self.j_cmb) * self.a[None, :] * t * dtau[:, None]
+        d = (j_atm - self.j_cmb) * self.a[None, :] * t * _col(dtau)
         if t_model is not None and dt_atm is not None:
-            djdt = rj_brightness_dt(self.nu, t_model, self.sky.constants)
-            d = d + (1.0 - t) * (djdt * dt_atm)[:, None]
+            nu = self.nu if t_model.ndim == 1 else self.nu[:, None]
+            djdt = rj_brightness_dt(nu, t_model, self.sky.constants)
+            d = d + (1.0 - t) * _col(djdt * dt_atm)
         return self.sky.f_eff * d
 
 
@@ -324,10 +331,21 @@ def transmissions(slab: Slab, pwv: np.ndarray, elevation_on: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Zenith tau [C, Rp, Ap] and t = exp(-tau A) [C, Rp, Ap, S_on] for pwv [Rp, Ap]."""
     rp, ap = pwv.shape
-    taus = [[slab.evaluate(float(pwv[r, a]))[0] for a in range(ap)] for r in range(rp)]
-    tau = np.moveaxis(np.asarray(taus, dtype=np.float64), -1, 0)  # [C, Rp, Ap]
-    tr = np.exp(-tau[..., None] * airmass(elevation_on)[None, None, None, :])
-    return tau, tr
+    taus = [[_per_on(slab.evaluate(float(pwv[r, a]))[0], elevation_on) for a in range(ap)]
+            for r in range(rp)]
+    tau_on = np.moveaxis(np.asarray(taus, dtype=np.float64), (2, 3), (0, 1))  # [C, S, Rp, Ap]
+    tau_on = np.moveaxis(tau_on, 1, 3)  # [C, Rp, Ap, S_on]
+    tr = np.exp(-tau_on * airmass(elevation_on)[None, None, None, :])
+    # zenith tau for L1: one value per channel (a sky table's tau depends on each ON's
+    # ground temperature: the mean over the ONs)
+    return tau_on.mean(axis=-1), tr
+
+
+def _per_on(values: np.ndarray, elevation_on: np.ndarray) -> np.ndarray:
+    """[C] or [C, S_on] -> [C, S_on]."""
+    if values.ndim == 1:
+        return np.repeat(values[:, None], np.size(elevation_on), axis=1)
+    return values
 
 
 def pwv_uncertainty(model: SkyModel, s_obs: np.ndarray, weight: np.ndarray,
@@ -368,7 +386,8 @@ def scale_uncertainty(slab: Slab, pwv: np.ndarray, pwv_err: np.ndarray,
     """Fractional T_A* scale error [C, Rp, Ap, S_on]: T_A* ~ 1 / tr_s = exp(tau_s A), so
     d ln T_A*/d pwv = A dtau_s/dpwv and the error is A |dtau_s/dpwv| pwv_err."""
     rp, ap = pwv.shape
-    d = [[slab.derivative(float(pwv[r, a]))[0] for a in range(ap)] for r in range(rp)]
-    dtau = np.moveaxis(np.asarray(d, dtype=np.float64), -1, 0)  # [C, Rp, Ap]
+    d = [[_per_on(slab.derivative(float(pwv[r, a]))[0], elevation_on) for a in range(ap)]
+         for r in range(rp)]
+    dtau = np.moveaxis(np.asarray(d, dtype=np.float64), (2, 3), (0, 3))  # [C, Rp, Ap, S_on]
     a_on = airmass(elevation_on)[None, None, None, :]
-    return np.abs(dtau)[..., None] * a_on * pwv_err[None, :, :, None]
+    return np.abs(dtau) * a_on * pwv_err[None, :, :, None]

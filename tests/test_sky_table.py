@@ -1,0 +1,129 @@
+"""Sky tables: T_atm vs airmass and ground temperature (issue 13, item 1)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import zarr
+
+from calpipe import stages
+from calpipe.atmosphere.skyio import find_sky_table, load_sky_table, save_sky_table
+from calpipe.config import CalibrationConfig
+from calpipe.errors import AtmosphereError, ConfigError
+from calpipe.l0 import open_session, scan_group_name
+from calpipe.simulate import truth_path_for
+from calpipe.testing import analytic_sky_table, analytic_table, make_session
+
+
+def _exact(table, f, p, a, tg, pwv):
+    ghz = f / 1e9
+    b = 0.02 * (ghz / 230.0) ** 2 + 2.0 * np.exp(-0.5 * ((ghz - 557.0) / 8.0) ** 2)
+    c = 0.01 + 0.02 * (ghz / 500.0) ** 2
+    tau = (p / 550.0) * (1 + 0.002 * (tg - 270.0)) * (c + b * pwv + 0.01 * b * pwv**2)
+    tatm = 255.0 + 3.0 * np.log(pwv) + 4.0 * np.log(a) + 0.8 * (tg - 270.0)
+    return tau, tatm
+
+
+def test_slab_interpolates_airmass_and_ground_temperature():
+    table = analytic_sky_table()
+    f = table.frequency_hz[[100, 1500, 3000]]
+    a = np.array([1.0, 1.3, 2.0, 3.7])
+    tg = np.array([270.0, 255.5, 283.0, 299.0])
+    for p in (450.0, 650.0):  # pressure nodes (the test table is not linear in ln P)
+        slab = table.slab(f, p, a, tg)
+        for pwv in (0.1, 0.77, 3.0):
+            tau, tatm = slab.evaluate(pwv)
+            assert tau.shape == (3, 4)
+            et, ea = _exact(table, f[:, None], p, a[None], tg[None], pwv)
+            np.testing.assert_allclose(tau, et, rtol=1e-6)
+            # linear in ln pwv, ln A and T_g: the splines / polynomials reproduce it exactly
+            np.testing.assert_allclose(tatm, np.broadcast_to(ea, tatm.shape), rtol=1e-9)
+
+
+def test_ranges_and_windows_are_enforced():
+    table = analytic_sky_table(((224.0, 236.0), (338.0, 350.0)))
+    ok = np.array([230e9, 345e9])
+    table.slab(ok, 500.0, np.array([1.5]), np.array([270.0]))
+    with pytest.raises(AtmosphereError, match="300.000000 GHz outside the sky table"):
+        table.slab(np.array([230e9, 300e9]), 500.0, np.array([1.5]), np.array([270.0]))
+    with pytest.raises(AtmosphereError, match="ground temperature"):
+        table.slab(ok, 500.0, np.array([1.5]), np.array([320.0]))
+    with pytest.raises(AtmosphereError, match="airmass"):
+        table.slab(ok, 500.0, np.array([7.0]), np.array([270.0]))
+    with pytest.raises(AtmosphereError, match="pressure"):
+        table.slab(ok, 800.0, np.array([1.5]), np.array([270.0]))
+
+
+def test_save_load_round_trip_and_corruption(tmp_path):
+    table = analytic_sky_table(((224.0, 236.0),))
+    stored = save_sky_table(table, tmp_path / "t.npz")
+    back = load_sky_table(tmp_path / "t.npz")
+    assert back.digest == stored.digest
+    np.testing.assert_array_equal(back.t_atm, stored.t_atm)
+    with np.load(tmp_path / "t.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["tau"] = arrays["tau"] * np.float32(1.001)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ConfigError, match="digest mismatch"):
+        load_sky_table(tmp_path / "bad.npz")
+    assert find_sky_table(np.array([230e9]), np.array([226e9]), 500.0, str(tmp_path))
+    assert find_sky_table(np.array([230e9]), np.array([218e9]), 500.0, str(tmp_path)) is None
+
+
+def _run(path, config, table):
+    session = open_session(path)
+    out = []
+    for n in session.source_scans():
+        scan = session.load_scan(n)
+        cal = session.load_calibration(n, scan.meta.lloadsn)
+        load = stages.resolve(scan, cal, config)
+        prepared = stages.prepare(scan, config)
+        atm = stages.atmosphere(stages.ScanGeometry.of(scan), load, prepared, config, table)
+        out.append((n, atm, stages.calibrate(scan, load, prepared, atm, config)))
+    return out
+
+
+@pytest.mark.parametrize("sideband", ["dsb", "2sb"])
+def test_noise_free_recovery_with_a_sky_table(tmp_path, sideband):
+    """Simulated with the sky table (T_atm at each scan's airmass and tamb, tamb changing by
+    6 K per scan) and calibrated with it: T_A* to 1e-4, pwv to 1e-4; the zenith table in its
+    place (a different model) would not match -- checked below."""
+    sky = analytic_sky_table(((215.0, 232.0),))
+    save_sky_table(sky, tmp_path / "sky" / "t.npz")
+    path = make_session(tmp_path / "s.zarr", table=sky, noise=False, sideband=sideband,
+                        n_scans=4, load_every=4, tamb_step_k=6.0, pwv_mm=1.2,
+                        elevation_start_deg=60.0, elevation_end_deg=25.0)
+    truth = zarr.open_group(str(truth_path_for(path)), mode="r")
+    config = CalibrationConfig(sky_table_dir=str(tmp_path / "sky"))
+    for n, atm, res in _run(path, config, analytic_table()):
+        assert atm.t_atm_source == "model(A, T_ground)"
+        assert "sky table t.npz" in atm.table_model
+        assert atm.pwv_mm[0, 0] == pytest.approx(1.2, rel=1e-4)
+        ta = truth[scan_group_name(n)]["ta_star"][...]
+        assert np.abs(res.spectra - ta).max() <= 1e-4 * ta.max()
+    zen = _run(path, CalibrationConfig(sky_model="zenith"), analytic_table())
+    assert all(abs(atm.pwv_mm[0, 0] / 1.2 - 1) > 1e-3 for _, atm, _ in zen)
+
+
+def test_zenith_and_linear_tables_warn_naming_the_approximation(tmp_path, caplog):
+    from calpipe.atmosphere.table import from_linear_form
+
+    path = make_session(tmp_path / "s.zarr", noise=False, n_scans=2, load_every=2,
+                        frequency_ghz=460.0)
+    stages._WARNED.clear()
+    with caplog.at_level(logging.WARNING, logger="calpipe.stages"):
+        (_, atm, _), = _run(path, CalibrationConfig(), analytic_table())
+    assert atm.t_atm_source == "model"
+    assert "zenith T_atm" in caplog.text and "every airmass" in caplog.text
+    base = analytic_table(t_atm=False)
+    linear = from_linear_form(base.frequency_hz, base.pressure_hpa,
+                              base.tau[:, 3] * 0 + 0.05, base.tau[:, 0], model="ccat-linear")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="calpipe.stages"):
+        try:
+            _run(path, CalibrationConfig(pwv_fixed_mm=1.0), linear)
+        except AtmosphereError:
+            pass
+    assert "isothermal approximation" in caplog.text and "CCAT linear" in caplog.text
