@@ -163,6 +163,22 @@ def _warn_once(key: tuple[str, str], text: str) -> None:
         log.warning(text)
 
 
+def _pressure_correction(sky_table: Any, table: AtmosphereTable, nu: np.ndarray,
+                         pressure_hpa: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(tau_z(P) - tau_z(P0), T_atm(P) - T_atm(P0)) [pwv nodes, C] from the zenith table, for
+    a single-pressure sky table (node P0) used at P; None when not needed."""
+    if not sky_table.needs_pressure_correction(pressure_hpa):
+        return None
+    p0 = float(sky_table.pressure_hpa[0])
+    at_p, at_0 = table.slab(nu, pressure_hpa), table.slab(nu, p0)
+    dtau, dtatm = [], []
+    for w in sky_table.pwv_mm:
+        (tp, ap), (t0, a0) = at_p.evaluate(float(w)), at_0.evaluate(float(w))
+        dtau.append(tp - t0)
+        dtatm.append(np.zeros_like(tp) if ap is None or a0 is None else ap - a0)
+    return np.asarray(dtau), np.asarray(dtatm)
+
+
 def sky_slabs(table: AtmosphereTable, config: CalibrationConfig, nu_sig: np.ndarray,
               nu_img: np.ndarray, pressure_hpa: float, el_off: np.ndarray,
               tamb_off: np.ndarray, el_on: np.ndarray, tamb_on: np.ndarray,
@@ -195,11 +211,17 @@ def sky_slabs(table: AtmosphereTable, config: CalibrationConfig, nu_sig: np.ndar
         if found is not None:
             sky_table, path = found
             try:
+                corr = {id(nu): _pressure_correction(sky_table, table, nu, pressure_hpa)
+                        for nu in (nu_sig, nu_img)}
                 return SkySlabs(
-                    sky_table.slab(nu_sig, pressure_hpa, airmass(el_off), tamb_off),
-                    sky_table.slab(nu_img, pressure_hpa, airmass(el_off), tamb_off),
-                    sky_table.slab(nu_sig, pressure_hpa, airmass(el_on), tamb_on),
-                    sky_table.slab(nu_img, pressure_hpa, airmass(el_on), tamb_on),
+                    sky_table.slab(nu_sig, pressure_hpa, airmass(el_off), tamb_off,
+                                   corr[id(nu_sig)]),
+                    sky_table.slab(nu_img, pressure_hpa, airmass(el_off), tamb_off,
+                                   corr[id(nu_img)]),
+                    sky_table.slab(nu_sig, pressure_hpa, airmass(el_on), tamb_on,
+                                   corr[id(nu_sig)]),
+                    sky_table.slab(nu_img, pressure_hpa, airmass(el_on), tamb_on,
+                                   corr[id(nu_img)]),
                     True, sky_table.t_atm_source, f"{sky_table.model} sky table {path.name}",
                     sky_table.digest)
             except CalibrationError as exc:  # airmass / tamb outside the table

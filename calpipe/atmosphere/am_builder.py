@@ -383,7 +383,7 @@ def direct_model(
 
 #: default nodes of per-tuning sky tables (docs/atmosphere.md section 9: measured choices)
 SKY_PWV_NODES_MM = tuple(float(x) for x in np.geomspace(0.05, 6.0, 8))
-SKY_AIRMASS_NODES = (1.0, 1.5, 2.25, 3.4, 5.0)
+SKY_AIRMASS_NODES = (1.0, 1.6, 2.6, 4.2)
 SKY_TGROUND_NODES_K = (250.0, 270.0, 290.0)
 SKY_STEP_MHZ = 2.0
 

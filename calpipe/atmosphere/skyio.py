@@ -170,17 +170,18 @@ def tuning_windows(nu_sig: np.ndarray, nu_img: np.ndarray | None, margin_ghz: fl
 
 def build_for_tuning(nu_sig: np.ndarray, nu_img: np.ndarray | None, pressure_hpa: float,
                      directory: str | None = None, workers: int = 2) -> tuple[SkyTable, Path]:
-    """Build (am) and cache a table for one tuning: windows around both sidebands, pressure
-    nodes 0.95 P and 1.05 P. Minutes per tuning (docs/atmosphere.md)."""
+    """Build (am) and cache a table for one tuning: windows around both sidebands, one
+    pressure node at the scan's pressure (+-10 % served with the zenith-table correction).
+    Minutes per tuning (docs/atmosphere.md)."""
     from .am_builder import build_sky_table
 
     wins = tuning_windows(nu_sig, nu_img)
-    pressures = [round(0.95 * pressure_hpa, 1), round(1.05 * pressure_hpa, 1)]
+    pressures = [round(pressure_hpa, 1)]
     log.warning("building an am sky table for %s GHz at %s hPa (minutes; cached)",
                 ", ".join(f"{lo:.3f}-{hi:.3f}" for lo, hi in wins), pressures)
     table = build_sky_table(wins, pressures, workers=workers, progress=True)
     name = "sky_" + "_".join(f"{lo:.3f}-{hi:.3f}" for lo, hi in wins) + \
-        f"_{pressures[0]:g}-{pressures[1]:g}hPa.npz"
+        f"_{pressures[0]:g}hPa.npz"
     path = cache_dir(directory) / name
     stored = save_sky_table(table, path)
     load_sky_table.cache_clear()
@@ -202,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("output", type=Path)
     ap.add_argument("--window", action="append", required=True,
                     help="frequency window LO,HI in GHz (repeat for signal and image)")
-    ap.add_argument("--pressures", default="520,580", help="ground pressures hPa [520,580]")
+    ap.add_argument("--pressures", default="550", help="ground pressures hPa [550]")
     ap.add_argument("--step", type=float, default=SKY_STEP_MHZ, help="MHz [2]")
     ap.add_argument("--pwv", default=",".join(f"{x:.6g}" for x in SKY_PWV_NODES_MM))
     ap.add_argument("--airmass", default=",".join(f"{x:g}" for x in SKY_AIRMASS_NODES))

@@ -36,6 +36,8 @@ from calpipe.errors import AtmosphereError, ConfigError
 from .table import PwvSlab, pressure_weights
 
 _REL = 1e-9
+#: a table with one pressure node serves +-10 % of it (first-order zenith-table correction)
+SINGLE_NODE_TOLERANCE = 0.10
 
 
 def _axis(a: Any, name: str, ndim: int = 1) -> np.ndarray:
@@ -126,11 +128,24 @@ class SkyTable:
     def t_atm_source(self) -> str:
         return "model(A, T_ground)"
 
-    def covers(self, frequency_hz: np.ndarray, pressure_hpa: float) -> bool:
-        """True when every frequency lies in a window and the pressure in the node range."""
-        f = np.asarray(frequency_hz, dtype=float).ravel()
+    def pressure_range(self) -> tuple[float, float]:
+        """Node range; a single-node table serves +-SINGLE_NODE_TOLERANCE around its node
+        with a first-order correction from a zenith table (see :meth:`slab`)."""
         pa = self.pressure_hpa
-        if not pa[0] * (1 - 1e-6) <= pressure_hpa <= pa[-1] * (1 + 1e-6):
+        if pa.size == 1:
+            return float(pa[0]) * (1 - SINGLE_NODE_TOLERANCE), float(pa[0]) * (
+                1 + SINGLE_NODE_TOLERANCE)
+        return float(pa[0]) * (1 - 1e-6), float(pa[-1]) * (1 + 1e-6)
+
+    def needs_pressure_correction(self, pressure_hpa: float) -> bool:
+        return self.pressure_hpa.size == 1 and abs(
+            pressure_hpa / float(self.pressure_hpa[0]) - 1.0) > 1e-9
+
+    def covers(self, frequency_hz: np.ndarray, pressure_hpa: float) -> bool:
+        """True when every frequency lies in a window and the pressure in the range."""
+        f = np.asarray(frequency_hz, dtype=float).ravel()
+        lo, hi = self.pressure_range()
+        if not lo <= pressure_hpa <= hi:
             return False
         inside = np.zeros(f.size, dtype=bool)
         for lo, hi in self.windows_hz:
@@ -139,11 +154,15 @@ class SkyTable:
 
     # -- evaluation ---------------------------------------------------------------------
     def slab(self, frequency_hz: np.ndarray, pressure_hpa: float, airmass: np.ndarray,
-             t_ground_k: np.ndarray) -> PwvSlab:
+             t_ground_k: np.ndarray,
+             pressure_correction: tuple[np.ndarray, np.ndarray] | None = None) -> PwvSlab:
         """PwvSlab of shape (C, K): tau and T_atm at K (airmass, ground temperature) points.
 
         frequency_hz [C]; airmass, t_ground_k [K]. Raises AtmosphereError (naming the value and
         the table's range) outside the windows, pressure, airmass or ground-temperature range.
+        A single-pressure table away from its node P0 needs ``pressure_correction`` =
+        (tau_z(P) - tau_z(P0), T_atm,z(P) - T_atm,z(P0)) [pwv nodes, C] from a zenith table,
+        added at every (A, T_g) point (first order in P - P0).
         """
         f = np.asarray(frequency_hz, dtype=float).ravel()
         am = np.atleast_1d(np.asarray(airmass, dtype=float))
@@ -154,10 +173,15 @@ class SkyTable:
             bad = [x for x in f if not self.covers(np.array([x]), self.pressure_hpa[0])]
             what = (f"frequency {bad[0] / 1e9:.6f} GHz" if bad
                     else f"ground pressure {pressure_hpa:g} hPa")
+            plo, phi = self.pressure_range()
             raise AtmosphereError(
                 f"{what} outside the sky table (windows "
                 + ", ".join(f"{lo / 1e9:.3f}-{hi / 1e9:.3f}" for lo, hi in self.windows_hz)
-                + f" GHz, {self.pressure_hpa[0]:g}-{self.pressure_hpa[-1]:g} hPa)")
+                + f" GHz, {plo:.4g}-{phi:.4g} hPa)")
+        if self.needs_pressure_correction(pressure_hpa) and pressure_correction is None:
+            raise AtmosphereError(f"ground pressure {pressure_hpa:g} hPa is off the sky "
+                                  f"table's single node {self.pressure_hpa[0]:g} hPa and no "
+                                  "zenith-table pressure correction was given")
         for name, v, nodes in (("airmass", am, self.airmass),
                                ("ground temperature (K)", tg, self.t_ground_k)):
             if np.any(~np.isfinite(v)) or v.min() < nodes[0] - 1e-6 or v.max() > nodes[-1] + 1e-6:
@@ -166,7 +190,8 @@ class SkyTable:
         fa = self.frequency_hz
         j = np.clip(np.searchsorted(fa, f, side="right") - 1, 0, fa.size - 2)
         wf = (f - fa[j]) / (fa[j + 1] - fa[j])
-        wg = pressure_weights(self.pressure_hpa, float(pressure_hpa))  # [G]
+        p_eval = float(np.clip(pressure_hpa, self.pressure_hpa[0], self.pressure_hpa[-1]))
+        wg = pressure_weights(self.pressure_hpa, p_eval)  # [G]
 
         def in_f(a: np.ndarray) -> np.ndarray:  # [..., F] -> [..., C]
             return a[..., j] * (1 - wf) + a[..., j + 1] * wf
@@ -183,5 +208,9 @@ class SkyTable:
             wa = spline_weights(la, float(np.log(am[k]))) if la.size > 1 else np.ones(1)
             tau_k[..., k] = np.tensordot(wt, tau_g, axes=(0, 0))
             tatm_k[..., k] = np.einsum("t,a,tapc->pc", wt, wa, tatm_g)
+        if pressure_correction is not None and self.needs_pressure_correction(pressure_hpa):
+            dtau, dtatm = (np.asarray(x, dtype=float) for x in pressure_correction)
+            tau_k += dtau[..., None]
+            tatm_k += dtatm[..., None]
         return PwvSlab(self.pwv_mm, tau_k.reshape(self.pwv_mm.size, -1),
                        tatm_k.reshape(self.pwv_mm.size, -1), (f.size, n_k))
