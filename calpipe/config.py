@@ -62,6 +62,9 @@ class CalibrationConfig:
     gs_xs: float | None = None
     gi_xi: float | None = None
     f_eff: float | None = None
+    # per-channel (and per-pixel) sideband gains by IF (calpipe.sideband); L0 arrays
+    # source/gs_xs, source/gi_xi take precedence
+    sideband_gains_file: str | None = None
     clip_counts: float = 0.01  # fraction of the smoothed max of (C_hot - C_cold)
     clip_trec: float = 5.0  # x the band median of T_rec,SSB per pixel
     clip_smooth_channels: int = 16  # boxcar width for the smoothed maximum
@@ -152,9 +155,10 @@ class CalibrationConfig:
 @dataclass(frozen=True)
 class InstrumentParameters:
     """Sideband gains and forward efficiency for one scan (DESIGN 3.1); the sideband weights
-    follow from them (calpipe.physics.radiometry.signal_weight)."""
+    follow from them (calpipe.physics.radiometry.signal_weight). The gains are floats, or
+    arrays [C] / [C, R, A] when given per channel (issue 13)."""
 
-    gs_xs: float
-    gi_xi: float
+    gs_xs: Any
+    gi_xi: Any
     f_eff: float
     source: Mapping[str, str] = field(default_factory=dict)  # where each value came from

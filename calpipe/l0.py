@@ -118,6 +118,8 @@ class ScanData:
     frontend_backends: np.ndarray  # [S] str
     has_own_calibration: bool
     content_digest: str = ""  # sha1 of the raw counts and subscan metadata
+    # optional per-channel sideband gains source/gs_xs, source/gi_xi: [C] or [C, R, A]
+    sideband_gains: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -216,6 +218,10 @@ class Session:
         fb = _read_strings(src, "frontend_backends", scan, s, required=False)
         if fb is None:
             fb = np.array([""] * s)
+        gains = _read_sideband_gains(src, scan, c, r, a)
+        if gains is not None:
+            for g in gains:
+                digest.update(np.ascontiguousarray(g, dtype="<f8").tobytes())
         return ScanData(
             scan=scan,
             attrs=dict(group.attrs),
@@ -228,6 +234,7 @@ class Session:
             frontend_backends=fb,
             has_own_calibration=_has_member(group, "calibration"),
             content_digest=digest.hexdigest(),
+            sideband_gains=gains,
         )
 
     def calibration_scan_for(self, scan: int, lloadsn: np.ndarray | None = None) -> int:
@@ -539,6 +546,37 @@ def _read_pixel_offset(group: Any, name: str, scan: int, r: int, a: int, s: int)
         return np.repeat(values.astype(np.float64)[:, :, None], s, axis=2)
     raise L0FormatError(f"expected shape ({r}, {a}, {s}) [R, A, S] or ({r}, {a}) [R, A], "
                         f"got {values.shape}", scan=scan, array=f"source/{name}")
+
+
+def _read_sideband_gains(group: Any, scan: int, c: int, r: int, a: int
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Optional source/gs_xs and source/gi_xi (both or neither), [C] or [C, R, A], finite,
+    >= 0, with gs_xs > 0 (issue 13: per-channel sideband gains)."""
+    have = [_has_member(group, n) for n in ("gs_xs", "gi_xi")]
+    if not any(have):
+        return None
+    if not all(have):
+        missing = "gi_xi" if have[0] else "gs_xs"
+        raise L0FormatError("per-channel sideband gains need both gs_xs and gi_xi",
+                            scan=scan, array=f"source/{missing}")
+    out = []
+    for name in ("gs_xs", "gi_xi"):
+        values = _read(_open_array(group, name, scan, "source"), scan, f"source/{name}")
+        if values.shape not in ((c,), (c, r, a)):
+            raise L0FormatError(f"expected shape ({c},) [C] or ({c}, {r}, {a}) [C, R, A], got "
+                                f"{values.shape}", scan=scan, array=f"source/{name}")
+        values = values.astype(np.float64)
+        if not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise MetadataError("sideband gains must be finite and >= 0", scan=scan,
+                                array=f"source/{name}")
+        out.append(values)
+    if out[0].shape != out[1].shape:
+        raise L0FormatError(f"gs_xs {out[0].shape} and gi_xi {out[1].shape} differ in shape",
+                            scan=scan, array="source/gi_xi")
+    if np.any(out[0] <= 0):
+        raise MetadataError("gs_xs must be > 0 in every channel", scan=scan,
+                            array="source/gs_xs")
+    return out[0], out[1]
 
 
 def check_compatible(scan: ScanData, cal: CalibrationSnapshot) -> None:

@@ -88,13 +88,13 @@ def atmosphere_fit_diagnostic(model: SkyModel, s_obs: np.ndarray, weight: np.nda
     """
     n_c, n_r, n_a, n_k = s_obs.shape
     if pwv_mm.shape == (1, 1):
-        m = model.tsky_eff(float(pwv_mm[0, 0])) - t_hot_eff[:, None]  # [C, K]
-        m_pix = np.broadcast_to(m[:, None, None, :], s_obs.shape)
+        m_pix = np.broadcast_to(model.s_mod(float(pwv_mm[0, 0]), t_hot_eff), s_obs.shape)
     else:
         m_pix = np.empty(s_obs.shape)
         for r in range(n_r):
             for a in range(n_a):
-                m_pix[:, r, a] = model.tsky_eff(float(pwv_mm[r, a])) - t_hot_eff[:, None]
+                m_pix[:, r, a] = np.broadcast_to(model.s_mod(float(pwv_mm[r, a]), t_hot_eff),
+                                                 s_obs.shape)[:, r, a]
     wsum = weight.sum(axis=(1, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
         observed = (weight * s_obs).sum(axis=(1, 2)) / wsum

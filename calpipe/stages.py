@@ -52,7 +52,8 @@ STAGES = ("load", "resolve", "prepare", "atmosphere", "calibrate", "write")
 # -- instrument parameters --------------------------------------------------------------------
 
 def instrument_parameters(scan: ScanData, config: CalibrationConfig) -> InstrumentParameters:
-    """g_s x_s, g_i x_i, f_eff: scan attributes first, then configuration (DESIGN 3.1).
+    """g_s x_s, g_i x_i, f_eff: scan attributes first, then configuration (DESIGN 3.1);
+    per-channel gains (L0 arrays, then ``sideband_gains_file``) replace the scalars.
 
     A value found in neither is a per-scan error naming the attribute and the config option.
     """
@@ -77,10 +78,21 @@ def instrument_parameters(scan: ScanData, config: CalibrationConfig) -> Instrume
             raise MetadataError(f"instrument parameter '{name}' = {value} is out of range",
                                 scan=scan.scan, array=f"attrs/{name}")
         values[name], source[name] = value, where
-    if values["gs_xs"] + values["gi_xi"] <= 0 or values["gs_xs"] == 0:
+    gains: tuple[Any, Any] = (values["gs_xs"], values["gi_xi"])
+    if scan.sideband_gains is not None:  # issue 13: per channel (and pixel) from L0
+        gains, source["gs_xs"] = scan.sideband_gains, "L0 source/gs_xs, gi_xi"
+    elif config.sideband_gains_file is not None:
+        from calpipe.sideband import gains_from_file
+
+        nu_sig, nu_img = frequency_axes(scan)
+        gains = gains_from_file(config.sideband_gains_file, nu_sig, nu_img,
+                                scan.counts.shape[2], scan.counts.shape[3], scan.scan)
+        source["gs_xs"] = f"file {config.sideband_gains_file}"
+    elif values["gs_xs"] + values["gi_xi"] <= 0 or values["gs_xs"] == 0:
         raise MetadataError("sideband gains g_s x_s + g_i x_i must be > 0 with g_s x_s > 0",
                             scan=scan.scan, array="attrs/gs_xs")
-    return InstrumentParameters(values["gs_xs"], values["gi_xi"], values["f_eff"], source)
+    source["gi_xi"] = source["gs_xs"]
+    return InstrumentParameters(gains[0], gains[1], values["f_eff"], source)
 
 
 def frequency_axes(scan: ScanData) -> tuple[np.ndarray, np.ndarray]:
@@ -490,6 +502,16 @@ def _optional_number(scan: ScanData, name: str) -> float | None:
                             scan=scan.scan, array=f"attrs/{name}") from None
 
 
+def _gain_attr(value: Any) -> Any:
+    """A scalar gain as is; a per-channel array as a summary (the array is in the L0 store or
+    the named calibration file)."""
+    if np.ndim(value) == 0:
+        return float(value)
+    v = np.asarray(value, dtype=np.float64)
+    return {"per_channel": True, "shape": list(v.shape), "min": float(v.min()),
+            "median": float(np.median(v)), "max": float(v.max())}
+
+
 def _nan_stat(func: Any, values: np.ndarray | None) -> float | None:
     """func over the finite values, None when there are none."""
     if values is None or not np.isfinite(values).any():
@@ -542,8 +564,9 @@ def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedDat
                       # interpolated reference): var(D-dump mean) = (1/D + rho (1 - 1/D)) / w
                       "shared_variance_fraction": _shared_fraction(scan, prepared).tolist()},
         "calibration_scan": int(load.cal_scan),
-        "instrument": {"gs_xs": load.gs_xs, "gi_xi": load.gi_xi, "f_eff": load.f_eff,
-                       "w_s": load.w_s, "t_hot_k": load.t_hot, "t_cold_k": load.t_cold},
+        "instrument": {"gs_xs": _gain_attr(load.gs_xs), "gi_xi": _gain_attr(load.gi_xi),
+                       "f_eff": load.f_eff, "w_s": _gain_attr(load.w_s),
+                       "t_hot_k": load.t_hot, "t_cold_k": load.t_cold},
         "median_t_rec_k": _median_per_pixel(load.t_rec),
         "median_t_sys_k": _median_per_pixel(t_sys),
         "qa": {"bad_channel_fraction": float(load.bad_channel.mean())},

@@ -62,7 +62,8 @@ MANIFEST_FORMAT = "calpipe-manifest"
 #: the calibration options each stage depends on (its rule param digest); calibrate and the
 #: L1 write record the digest of the whole configuration (CalibrationConfig.digest).
 STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "resolve": ("physics", "gs_xs", "gi_xi", "f_eff", "clip_counts", "clip_trec",
+    "resolve": ("physics", "gs_xs", "gi_xi", "f_eff", "sideband_gains_file", "clip_counts",
+                "clip_trec",
                 "clip_smooth_channels"),
     "prepare": ("mode", "reference"),
     "atmosphere": ("physics", "t_atm", "atmosphere_table", "sky_model", "sky_table_dir",
