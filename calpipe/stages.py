@@ -177,18 +177,18 @@ def _warn_once(key: tuple[str, str], text: str) -> None:
 
 def _pressure_correction(sky_table: Any, table: AtmosphereTable, nu: np.ndarray,
                          pressure_hpa: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """(tau_z(P) - tau_z(P0), T_atm(P) - T_atm(P0)) [pwv nodes, C] from the zenith table, for
-    a single-pressure sky table (node P0) used at P; None when not needed."""
+    """(tau_z(P) - tau_z(P0), 0) [pwv nodes, C] from the zenith table, for a single-pressure
+    sky table (node P0) used at P; None when not needed.
+
+    Only tau is corrected: the zenith table's T_atm change with P follows the AFGL ground
+    temperature of each pressure, while the sky table is evaluated at the observed T_g;
+    correcting T_atm too was measured 10-20x worse (docs/atmosphere.md section 9)."""
     if not sky_table.needs_pressure_correction(pressure_hpa):
         return None
     p0 = float(sky_table.pressure_hpa[0])
     at_p, at_0 = table.slab(nu, pressure_hpa), table.slab(nu, p0)
-    dtau, dtatm = [], []
-    for w in sky_table.pwv_mm:
-        (tp, ap), (t0, a0) = at_p.evaluate(float(w)), at_0.evaluate(float(w))
-        dtau.append(tp - t0)
-        dtatm.append(np.zeros_like(tp) if ap is None or a0 is None else ap - a0)
-    return np.asarray(dtau), np.asarray(dtatm)
+    dtau = [at_p.evaluate(float(w))[0] - at_0.evaluate(float(w))[0] for w in sky_table.pwv_mm]
+    return np.asarray(dtau), np.zeros((len(dtau), np.size(nu)))
 
 
 def sky_slabs(table: AtmosphereTable, config: CalibrationConfig, nu_sig: np.ndarray,

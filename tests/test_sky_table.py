@@ -130,9 +130,9 @@ def test_zenith_and_linear_tables_warn_naming_the_approximation(tmp_path, caplog
 
 
 def test_single_pressure_node_uses_the_zenith_table_correction():
-    """A one-node table (450 hPa) used at 470 hPa: the zenith-table correction gives the
+    """A one-node table (450 hPa) used at 465 hPa: the zenith-table tau correction gives the
     two-node table's values (here exactly linear in P) to the size of the neglected T_g
-    factor in tau (0.2 %/K x 30 K x 4 %)."""
+    factor in tau (0.2 %/K x 30 K x 3 %); T_atm (no P dependence here) is not corrected."""
     full = analytic_sky_table(((224.0, 236.0),))
     from calpipe.atmosphere.skytable import SkyTable
 
@@ -141,11 +141,11 @@ def test_single_pressure_node_uses_the_zenith_table_correction():
     f = np.array([230e9, 231e9])
     a, tg = np.array([1.2, 2.5]), np.array([260.0, 285.0])
     with pytest.raises(AtmosphereError, match="single node"):
-        one.slab(f, 470.0, a, tg)
-    assert not one.covers(f, 520.0)
+        one.slab(f, 465.0, a, tg)
+    assert not one.covers(f, 470.0)
     zen = analytic_table()
-    corr = stages._pressure_correction(one, zen, f, 470.0)
-    got = one.slab(f, 470.0, a, tg, corr).evaluate(1.0)
-    exact = _exact(full, f[:, None], 470.0, a[None], tg[None], 1.0)
+    corr = stages._pressure_correction(one, zen, f, 465.0)
+    got = one.slab(f, 465.0, a, tg, corr).evaluate(1.0)
+    exact = _exact(full, f[:, None], 465.0, a[None], tg[None], 1.0)
     np.testing.assert_allclose(got[0], exact[0], rtol=3e-3)
     np.testing.assert_allclose(got[1], np.broadcast_to(exact[1], got[1].shape), rtol=1e-9)

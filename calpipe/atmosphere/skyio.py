@@ -171,7 +171,7 @@ def tuning_windows(nu_sig: np.ndarray, nu_img: np.ndarray | None, margin_ghz: fl
 def build_for_tuning(nu_sig: np.ndarray, nu_img: np.ndarray | None, pressure_hpa: float,
                      directory: str | None = None, workers: int = 2) -> tuple[SkyTable, Path]:
     """Build (am) and cache a table for one tuning: windows around both sidebands, one
-    pressure node at the scan's pressure (+-10 % served with the zenith-table correction).
+    pressure node at the scan's pressure (+-4 % served with the zenith-table correction).
     Minutes per tuning (docs/atmosphere.md)."""
     from .am_builder import build_sky_table
 
