@@ -433,8 +433,9 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
 
     attrs = _scan_attrs(scan, load, prepared, atm, arrays.t_sys)
     # QA (issue 8, calpipe.qa): sets TSYS_OUTLIER in arrays.flags, metrics -> attrs["qa"]
+    blank_bits = fl.BLANKING | (fl.LOW_TRANSMISSION if config.blank_low_transmission else 0)
     attrs["qa"].update(qa.assess_scan(arrays.spectra, arrays.flags, arrays.t_sys,
-                                      arrays.weight, atm.residual_rms_k))
+                                      arrays.weight, atm.residual_rms_k, blank_bits))
     no_fit = np.full((arrays.t_sys.shape[0], prepared.off_index.size), np.nan)
     fit_obs = no_fit if atm.fit_observed_k is None else atm.fit_observed_k
     fit_mod = no_fit if atm.fit_model_k is None else atm.fit_model_k
