@@ -22,6 +22,7 @@ ObsModeOption = Literal["auto", "tp", "otf", "nod"]
 ReferenceMethod = Literal["linear", "nearest"]
 TatmMethod = Literal["model", "ambient"]
 VaneTcalMethod = Literal["auto", "given", "ambient", "vane", "frayer"]
+SkyModelOption = Literal["auto", "zenith"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "physics": ("exact", "kalibrate-compat"),
@@ -29,6 +30,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "reference": ("linear", "nearest"),
     "t_atm": ("model", "ambient"),
     "vane_t_cal_method": ("auto", "given", "ambient", "vane", "frayer"),
+    "sky_model": ("auto", "zenith"),
 }
 
 
@@ -45,6 +47,12 @@ class CalibrationConfig:
     reference: ReferenceMethod = "linear"
     t_atm: TatmMethod = "model"
     atmosphere_table: str | None = None  # path; None = the table shipped with calpipe
+    # issue 13: "auto" uses a sky table (T_atm vs airmass and ground temperature, per tuning)
+    # when one covers the scan (shipped, or in sky_table_dir), else the zenith table above;
+    # sky_table_build: build a missing one with am (minutes per tuning) and cache it
+    sky_model: SkyModelOption = "auto"
+    sky_table_dir: str | None = None
+    sky_table_build: bool = False
     pwv_fixed_mm: float | None = None  # skip the fit, use this pwv
     pwv_fallback_mm: float | None = None  # use this pwv when the fit fails (recorded)
     pwv_per_pixel: bool = False
@@ -56,6 +64,9 @@ class CalibrationConfig:
     gs_xs: float | None = None
     gi_xi: float | None = None
     f_eff: float | None = None
+    # per-channel (and per-pixel) sideband gains by IF (calpipe.sideband); L0 arrays
+    # source/gs_xs, source/gi_xi take precedence
+    sideband_gains_file: str | None = None
     clip_counts: float = 0.01  # fraction of the smoothed max of (C_hot - C_cold)
     clip_trec: float = 5.0  # x the band median of T_rec,SSB per pixel
     clip_smooth_channels: int = 16  # boxcar width for the smoothed maximum
@@ -108,6 +119,8 @@ class CalibrationConfig:
         if not (isinstance(self.min_transmission, int | float)
                 and 0 <= self.min_transmission < 1):
             raise ConfigError("min_transmission must be a number in [0, 1)")
+        if not isinstance(self.sky_table_build, bool):
+            raise ConfigError("sky_table_build must be true or false")
         if not isinstance(self.blank_low_transmission, bool):
             raise ConfigError("blank_low_transmission must be true or false")
         if self.clip_smooth_channels < 1:
@@ -173,9 +186,10 @@ class CalibrationConfig:
 @dataclass(frozen=True)
 class InstrumentParameters:
     """Sideband gains and forward efficiency for one scan (DESIGN 3.1); the sideband weights
-    follow from them (calpipe.physics.radiometry.signal_weight)."""
+    follow from them (calpipe.physics.radiometry.signal_weight). The gains are floats, or
+    arrays [C] / [C, R, A] when given per channel (issue 13)."""
 
-    gs_xs: float
-    gi_xi: float
+    gs_xs: Any
+    gi_xi: Any
     f_eff: float
     source: Mapping[str, str] = field(default_factory=dict)  # where each value came from

@@ -179,6 +179,8 @@ class ScanData:
         if missing:
             raise RuntimeError(f"scan {self.scan}: stage {stage} needs subscans {missing}, "
                                "which were not read")
+    # optional per-channel sideband gains source/gs_xs, source/gi_xi: [C] or [C, R, A]
+    sideband_gains: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -331,6 +333,10 @@ class Session:
         _digest_metadata(meta_digest, meta)
         attrs = dict(group.attrs)
         meta_digest.update(_json_digest_text(attrs).encode())
+        gains = rd.sideband_gains(src, c, r, a)  # issue 13: per-channel sideband gains
+        if gains is not None:
+            for g in gains:
+                meta_digest.update(np.ascontiguousarray(g, dtype="<f8").tobytes())
         data = ScanData(
             scan=scan,
             attrs=attrs,
@@ -346,6 +352,7 @@ class Session:
             subscan_digests=digests,
             subscan_valid=valid,
             bytes_read=rd.stats["bytes"],
+            sideband_gains=gains,
         )
         return data
 
@@ -961,6 +968,34 @@ class _Reader:
         if values.dtype.kind not in NUMERIC_KINDS or values.shape not in shapes:
             raise self.error(name, f"decoded to {values.dtype}{values.shape}")
         return values
+
+    def sideband_gains(self, group: Any, c: int, r: int, a: int
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Optional gs_xs and gi_xi (both or neither), [C] or [C, R, A], finite, >= 0, with
+        gs_xs > 0 (issue 13: per-channel sideband gains)."""
+        have = [self.present(group, n) for n in ("gs_xs", "gi_xi")]
+        if not any(have):
+            return None
+        if not all(have):
+            raise self.error("gi_xi" if have[0] else "gs_xs",
+                             "per-channel sideband gains need both gs_xs and gi_xi")
+        shapes = ((c,), (c, r, a))
+        out = []
+        for name in ("gs_xs", "gi_xi"):
+            values = self._numeric(group, name, shapes,
+                                   f"[C] or [C, R, A] (data_5d has {(c, r, a)})")
+            values = values.astype(np.float64)
+            if not np.all(np.isfinite(values)) or np.any(values < 0):
+                raise MetadataError("sideband gains must be finite and >= 0", scan=self.scan,
+                                    array=self.label(name))
+            out.append(values)
+        if out[0].shape != out[1].shape:
+            raise self.error("gi_xi", f"gs_xs {out[0].shape} and gi_xi {out[1].shape} differ "
+                                      "in shape")
+        if np.any(out[0] <= 0):
+            raise MetadataError("gs_xs must be > 0 in every channel", scan=self.scan,
+                                array=self.label("gs_xs"))
+        return out[0], out[1]
 
     def lloadsn(self, group: Any, n: int | None) -> np.ndarray | None:
         if not self.present(group, "lloadsn"):

@@ -88,13 +88,13 @@ def atmosphere_fit_diagnostic(model: SkyModel, s_obs: np.ndarray, weight: np.nda
     """
     n_c, n_r, n_a, n_k = s_obs.shape
     if pwv_mm.shape == (1, 1):
-        m = model.tsky_eff(float(pwv_mm[0, 0])) - t_hot_eff[:, None]  # [C, K]
-        m_pix = np.broadcast_to(m[:, None, None, :], s_obs.shape)
+        m_pix = np.broadcast_to(model.s_mod(float(pwv_mm[0, 0]), t_hot_eff), s_obs.shape)
     else:
         m_pix = np.empty(s_obs.shape)
         for r in range(n_r):
             for a in range(n_a):
-                m_pix[:, r, a] = model.tsky_eff(float(pwv_mm[r, a])) - t_hot_eff[:, None]
+                m_pix[:, r, a] = np.broadcast_to(model.s_mod(float(pwv_mm[r, a]), t_hot_eff),
+                                                 s_obs.shape)[:, r, a]
     wsum = weight.sum(axis=(1, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
         observed = (weight * s_obs).sum(axis=(1, 2)) / wsum
@@ -179,11 +179,12 @@ def edge_channels(n_c: int, fraction: float = EDGE_FRACTION) -> np.ndarray:
     return edge
 
 
-def _count_blanked(flags: np.ndarray) -> int:
-    """Samples with bit 0 or 1, counted in blocks of channels (no full-size temporary)."""
+def _count_blanked(flags: np.ndarray, bits: int = fl.BLANKING) -> int:
+    """Samples with any of ``bits`` (default bit 0 or 1), counted in blocks of channels (no
+    full-size temporary)."""
     per_channel = max(int(np.prod(flags.shape[1:])) * flags.itemsize, 1)
     step = max(1, BLOCK_BYTES // per_channel)
-    blank = np.uint16(fl.BLANKING)
+    blank = np.uint16(bits)
     return sum(int(np.count_nonzero(flags[c0:c0 + step] & blank))
                for c0 in range(0, flags.shape[0], step))
 
@@ -305,12 +306,14 @@ def _nanmedian(values: np.ndarray, axis: Any = None) -> Any:
 
 
 def assess_scan(spectra: np.ndarray, flags: np.ndarray, t_sys: np.ndarray, weight: np.ndarray,
-                residual_rms_k: np.ndarray | None = None) -> dict[str, Any]:
+                residual_rms_k: np.ndarray | None = None, blank_bits: int = fl.BLANKING
+                ) -> dict[str, Any]:
     """QA of one calibrated scan: sets TSYS_OUTLIER in ``flags`` (in place) and returns the
     metrics for attrs["qa"] (JSON-able; None for undefined values).
 
     spectra, flags [C, D, R, A, S_on]; t_sys, weight [C, R, A, S_on]; residual_rms_k: the
-    atmosphere fit's residual rms (any shape).
+    atmosphere fit's residual rms (any shape); blank_bits: the flags that make spectra NaN
+    (with LOW_TRANSMISSION when it blanks).
     """
     n_c = spectra.shape[0]
     outliers, per_spec, scan_median = tsys_outliers(t_sys)
@@ -318,7 +321,7 @@ def assess_scan(spectra: np.ndarray, flags: np.ndarray, t_sys: np.ndarray, weigh
 
     n_samples = max(flags.size, 1)
     flagged = int(np.count_nonzero(flags)) / n_samples
-    blanked = _count_blanked(flags) / n_samples
+    blanked = _count_blanked(flags, blank_bits) / n_samples
 
     mean_spectra = dump_average(spectra)
     usable = ~outliers & np.isfinite(per_spec)

@@ -26,7 +26,13 @@ import numpy as np
 
 from calpipe.l0 import FILL_VALUE, scan_group_name
 from calpipe.physics.atmosphere import TORR_TO_HPA, SkyInputs, SkyModel
-from calpipe.physics.radiometry import EXACT, sideband_weighted, signal_weight
+from calpipe.physics.radiometry import (
+    EXACT,
+    as_cube,
+    sideband_weighted,
+    signal_weight,
+    weight_cube,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +60,17 @@ class SimulationConfig:
     freq_off_hz: float = 0.0
     sideband: str = "dsb"  # dsb: g_s x_s = g_i x_i = 0.5; 2sb: 0.95 / 0.05
     f_eff: float = 0.95
+    # issue 13: IF-dependent sideband ratio g_i x_i / g_s x_s = nominal x (1 + slope x) with
+    # x = (c - ref) / C in [-0.5, 0.5], times (1 + pixel_spread x q(r, a)), q in [-1, 1];
+    # non-zero values write the per-channel gains to source/gs_xs, source/gi_xi
+    sideband_ratio_slope: float = 0.0
+    sideband_ratio_pixel_spread: float = 0.0
     pwv_mm: float = 1.0
     elevation_start_deg: float = 60.0
     elevation_end_deg: float = 40.0
     pamb_hpa: float = 550.0
     tamb_k: float = 270.0
+    tamb_step_k: float = 0.0  # tamb of scan i = tamb_k + i x tamb_step_k (constant in a scan)
     thot_k: float = 293.0
     tcold_k: float = 80.0
     t_rec_k: float = 80.0  # SSB receiver temperature at band centre
@@ -111,6 +123,21 @@ class ScanPlan:
     truth: dict[str, Any] = field(default_factory=dict)
 
 
+def sideband_gains(cfg: SimulationConfig) -> tuple[Any, Any]:
+    """(g_s x_s, g_i x_i): the nominal scalars, or [C] / [C, R, A] arrays with an IF-dependent
+    (and pixel-dependent) ratio (SimulationConfig.sideband_ratio_*)."""
+    if cfg.sideband_ratio_slope == 0 and cfg.sideband_ratio_pixel_spread == 0:
+        return cfg.gs_xs, cfg.gi_xi
+    x = (np.arange(cfg.n_channels) - cfg.n_channels / 2.0) / cfg.n_channels
+    ratio = (cfg.gi_xi / cfg.gs_xs) * (1.0 + cfg.sideband_ratio_slope * x)
+    if cfg.sideband_ratio_pixel_spread:
+        r = np.arange(cfg.n_receivers)[:, None]
+        a = np.arange(cfg.n_arrays)[None, :]
+        q = np.cos(1.3 * r + 2.1 * a + 0.4)  # a fixed pattern in [-1, 1]
+        ratio = ratio[:, None, None] * (1.0 + cfg.sideband_ratio_pixel_spread * q[None])
+    return np.full(ratio.shape, cfg.gs_xs), cfg.gs_xs * ratio
+
+
 def plan_session(cfg: SimulationConfig) -> list[ScanPlan]:
     plans: list[ScanPlan] = []
     last_load = cfg.first_scan
@@ -146,12 +173,15 @@ class _Instrument:
         a = np.arange(cfg.n_arrays)[None, None, :]
         pix = 1.0 + 0.05 * r + 0.03 * a
         self.t_rec = cfg.t_rec_k * pix * (1.0 + 0.3 * x[:, None, None] ** 2)  # [C, R, A] SSB
-        self.t_rec_dsb = cfg.w_s * self.t_rec
+        self.gs_xs, self.gi_xi = sideband_gains(cfg)  # float or [C] / [C, R, A]
+        self.w_s = signal_weight(self.gs_xs, self.gi_xi)
+        self.w3 = weight_cube(self.w_s, cfg.n_channels)  # [C, Rw, Aw]
+        self.t_rec_dsb = self.w3 * self.t_rec
         ripple = 1.0 + 0.2 * np.sin(2 * np.pi * 3.0 * x[:, None, None] + 0.5 * r + 0.3 * a)
-        self.t_hot_eff = sideband_weighted(self.nu_sig, self.nu_img, cfg.thot_k, cfg.w_s)
-        self.t_cold_eff = sideband_weighted(self.nu_sig, self.nu_img, cfg.tcold_k, cfg.w_s)
+        self.t_hot_eff = sideband_weighted(self.nu_sig, self.nu_img, cfg.thot_k, self.w_s)
+        self.t_cold_eff = sideband_weighted(self.nu_sig, self.nu_img, cfg.tcold_k, self.w_s)
         # gain: scale so the hottest load count stays below MAX_COUNTS
-        peak = float(np.max(self.t_rec_dsb + self.t_hot_eff[:, None, None]))
+        peak = float(np.max(self.t_rec_dsb + as_cube(self.t_hot_eff)))
         self.gamma = ripple * (0.8 * MAX_COUNTS / (peak * 1.25))  # counts / K, [C, R, A]
         self.dead = np.zeros(self.gamma.shape, dtype=bool)
         if cfg.dead_channels:
@@ -160,9 +190,14 @@ class _Instrument:
                 for ai in range(cfg.n_arrays):
                     idx = rng.choice(cfg.n_channels, cfg.dead_channels, replace=False)
                     self.dead[idx, ri, ai] = True
-        self.slab_sig = table.slab(self.nu_sig, cfg.pamb_hpa)
-        self.slab_img = table.slab(self.nu_img, cfg.pamb_hpa)
-        self.sky = SkyInputs(self.nu_sig, self.nu_img, cfg.w_s, cfg.f_eff, 2.725, EXACT)
+        # a SkyTable (issue 13: T_atm vs airmass and ground temperature) is evaluated per
+        # scan at its subscans' airmass and tamb; a zenith table once here
+        self.table = table
+        self.per_subscan = hasattr(table, "t_ground_k")
+        if not self.per_subscan:
+            self.slab_sig = table.slab(self.nu_sig, cfg.pamb_hpa)
+            self.slab_img = table.slab(self.nu_img, cfg.pamb_hpa)
+        self.sky = SkyInputs(self.nu_sig, self.nu_img, self.w_s, cfg.f_eff, 2.725, EXACT)
 
 
 def _line_profile(cfg: SimulationConfig, center_frac: float) -> np.ndarray:
@@ -183,11 +218,19 @@ def simulate_session(out: str | Path, cfg: SimulationConfig = SimulationConfig()
             if not overwrite:
                 raise FileExistsError(f"{p} exists (use overwrite=True / --overwrite)")
             shutil.rmtree(p)
+    default = table is None
     if table is None:
         from calpipe.atmosphere.tableio import load_default_table
 
         table = load_default_table()
     inst = _Instrument(cfg, table)
+    if default:  # the pipeline's default sky: a shipped sky table where one covers the tuning
+        from calpipe.atmosphere.skyio import find_sky_table
+
+        found = find_sky_table(inst.nu_sig, inst.nu_img, cfg.pamb_hpa, shipped=True)
+        if found is not None and _sky_table_fits(found[0], cfg):
+            table = found[0]
+            inst = _Instrument(cfg, table)
     plans = plan_session(cfg)
     root = zarr.open_group(str(out), mode="w", zarr_format=_zarr_format(cfg))
     root.attrs.update({"producer": "calpipe.simulate", "simulation": _cfg_json(cfg)})
@@ -215,6 +258,15 @@ def simulate_session(out: str | Path, cfg: SimulationConfig = SimulationConfig()
             _write_science(group, cfg, inst, plan, rng, truth_root)
     log.info("simulated %d scans into %s", len(plans), out)
     return plans
+
+
+def _sky_table_fits(table: Any, cfg: SimulationConfig) -> bool:
+    """The session's elevations and ambient temperatures lie inside the sky table's ranges."""
+    els = np.radians([cfg.elevation_start_deg, cfg.elevation_end_deg])
+    a = 1.0 / np.sin(els)
+    tg = [cfg.tamb_k, cfg.tamb_k + cfg.tamb_step_k * (cfg.n_scans - 1)]
+    return bool(table.airmass[0] <= min(a) and max(a) <= table.airmass[-1]
+                and table.t_ground_k[0] <= min(tg) and max(tg) <= table.t_ground_k[-1])
 
 
 def _zarr_format(cfg: SimulationConfig) -> Literal[2, 3]:
@@ -290,7 +342,8 @@ def _metadata(cfg: SimulationConfig, inst: _Instrument, plan: ScanPlan, n: int,
         "elevation": np.full(n, plan.elevation_rad, dtype=np.float32),
         "azimuth": np.full(n, np.radians(120.0), dtype=np.float32),
         "pamb": np.full(n, cfg.pamb_hpa / TORR_TO_HPA, dtype=np.float32),
-        "tamb": np.full(n, cfg.tamb_k, dtype=np.float32),
+        "tamb": np.full(n, cfg.tamb_k + cfg.tamb_step_k * (plan.scan - cfg.first_scan),
+                        dtype=np.float32),
         "signal_freq": np.full(n, inst.signal_freq),
         "image_freq": np.full(n, inst.image_freq),
         "freq_res": np.full(n, cfg.freq_res_hz),
@@ -310,7 +363,7 @@ def _write_loads(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: Sca
     for s, mode in enumerate(modes):
         t_eff = inst.t_hot_eff if mode == "HOT" else inst.t_cold_eff
         g = _gain(cfg, inst, plan, _dump_times(meta["mjd"][s], cfg))
-        expected = g * (inst.t_rec_dsb[:, None] + t_eff[:, None, None, None])
+        expected = g * (inst.t_rec_dsb[:, None] + as_cube(t_eff)[:, None])
         counts[..., s] = _to_counts(expected, cfg, rng, inst.dead)
     cal = group.create_group("calibration")
     _write(cal, "data_5d", counts, ("C", "D", "R", "A", "S"))
@@ -329,11 +382,18 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
     start = plan.start_mjd + (2 * (cfg.n_dumps * cfg.exptime_s + 2.0) / 86400.0
                               if plan.own_calibration else 0.0)
     meta = _metadata(cfg, inst, plan, n, start)
-    model = SkyModel(inst.sky, inst.slab_sig, inst.slab_img, meta["elevation"].astype(float),
-                     meta["tamb"].astype(float), use_model_t_atm=True)
-    tsky = model.tsky_eff(cfg.pwv_mm)  # [C, S]
-    tau_s, _ = inst.slab_sig.evaluate(cfg.pwv_mm)
-    tr_s = np.exp(-tau_s[:, None] / np.sin(meta["elevation"].astype(float))[None, :])  # [C, S]
+    el, tamb = meta["elevation"].astype(float), meta["tamb"].astype(float)
+    if inst.per_subscan:
+        a = 1.0 / np.sin(el)
+        slab_sig = inst.table.slab(inst.nu_sig, cfg.pamb_hpa, a, tamb)
+        slab_img = inst.table.slab(inst.nu_img, cfg.pamb_hpa, a, tamb)
+    else:
+        slab_sig, slab_img = inst.slab_sig, inst.slab_img
+    model = SkyModel(inst.sky, slab_sig, slab_img, el, tamb, use_model_t_atm=True)
+    tsky = model.tsky_pix(cfg.pwv_mm)  # [C, Rw, Aw, S]
+    tau_s, _ = slab_sig.evaluate(cfg.pwv_mm)
+    tau_s = tau_s if tau_s.ndim == 2 else tau_s[:, None]
+    tr_s = np.exp(-tau_s / np.sin(el)[None, :])  # [C, S]
     on = [s for s, m in enumerate(modes) if m.endswith("ON")]
     c, d, r, a = cfg.n_channels, cfg.n_dumps, cfg.n_receivers, cfg.n_arrays
     counts = np.empty((c, d, r, a, n), np.int32)
@@ -344,7 +404,7 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
     profile = _line_profile(cfg, 0.5 + 0.1 * rng.uniform(-1, 1))
     for s, mode in enumerate(modes):
         g = _gain(cfg, inst, plan, _dump_times(meta["mjd"][s], cfg))
-        sky = inst.t_rec_dsb[:, None] + tsky[:, s][:, None, None, None]  # [C, 1, R, A]
+        sky = inst.t_rec_dsb[:, None] + tsky[..., s][:, None]  # [C, 1, R, A]
         if mode.endswith("ON"):
             k = on.index(s)
             if plan.kind == "otf":
@@ -357,7 +417,8 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
             ta = (cfg.line_peak_k * profile[:, None, None, None] * spatial[None, :, None, None]
                   * pix_amp[None, None])  # [C, D, R, A]
             ta_truth[..., k] = ta
-            expected = g * (sky + cfg.w_s * cfg.f_eff * tr_s[:, s, None, None, None] * ta)
+            expected = g * (sky + inst.w3[:, None] * cfg.f_eff * tr_s[:, s, None, None, None]
+                            * ta)
         else:
             expected = g * sky
         counts[..., s] = _to_counts(expected, cfg, rng, inst.dead)
@@ -379,6 +440,10 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
     offs = np.stack(np.meshgrid(np.arange(r), np.arange(a), indexing="ij")) * 0.01  # deg
     _write(src, "pixel_offset_lon", np.repeat(offs[0][..., None], n, axis=2), ("R", "A", "S"))
     _write(src, "pixel_offset_lat", np.repeat(offs[1][..., None], n, axis=2), ("R", "A", "S"))
+    if np.ndim(inst.gs_xs):  # per-channel sideband gains (issue 13)
+        dims = ("C",) if np.ndim(inst.gs_xs) == 1 else ("C", "R", "A")
+        _write(src, "gs_xs", np.asarray(inst.gs_xs, dtype=np.float64), dims)
+        _write(src, "gi_xi", np.asarray(inst.gi_xi, dtype=np.float64), dims)
     _write_strings(src, "frontend_backends", [f"SIM_PX{k:02d}" for k in range(n)])
     _write_strings(src, "raw_fits_headers", [json.dumps({"SUBSCAN": k}) for k in range(n)])
     if truth_root is not None:
@@ -387,7 +452,10 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
                          "on_index": on, "load_scan": plan.load_scan})
         _write(tg, "ta_star", ta_truth, ("C", "D", "R", "A", "S_on"))
         _write(tg, "tr_signal", tr_s[:, on], ("C", "S_on"))
-        _write(tg, "t_sky_eff", tsky, ("C", "S"))
+        if tsky.shape[1:3] == (1, 1):
+            _write(tg, "t_sky_eff", tsky[:, 0, 0], ("C", "S"))
+        else:
+            _write(tg, "t_sky_eff", tsky, ("C", "R", "A", "S"))
 
 
 def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:

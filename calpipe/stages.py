@@ -25,6 +25,7 @@ from calpipe.errors import (
     MetadataError,
 )
 from calpipe.l0 import CalibrationSnapshot, ScanData, check_compatible, check_has_data
+from calpipe.physics import flags as fl
 from calpipe.physics.atmosphere import (
     TORR_TO_HPA,
     AtmosphereResult,
@@ -60,7 +61,8 @@ MIN_SIGNAL_WEIGHT = 0.05
 
 
 def instrument_parameters(scan: ScanData, config: CalibrationConfig) -> InstrumentParameters:
-    """g_s x_s, g_i x_i, f_eff: scan attributes first, then configuration (DESIGN 3.1).
+    """g_s x_s, g_i x_i, f_eff: scan attributes first, then configuration (DESIGN 3.1);
+    per-channel gains (L0 arrays, then ``sideband_gains_file``) replace the scalars.
 
     A value found in neither is a per-scan error naming the attribute and the config option.
     A value must be a real number (not a bool, not a string: issue 12), finite, the gains in
@@ -90,13 +92,25 @@ def instrument_parameters(scan: ScanData, config: CalibrationConfig) -> Instrume
                                 f"out of range ({expect})", scan=scan.scan,
                                 array=f"attrs/{name}")
         values[name], source[name] = value, where
-    total = values["gs_xs"] + values["gi_xi"]
-    if total <= 0 or values["gs_xs"] / total < MIN_SIGNAL_WEIGHT:
-        raise MetadataError(f"sideband gains g_s x_s = {values['gs_xs']}, g_i x_i = "
-                            f"{values['gi_xi']}: the signal weight w_s = g_s x_s / (g_s x_s + "
-                            f"g_i x_i) must be >= {MIN_SIGNAL_WEIGHT}",
-                            scan=scan.scan, array="attrs/gs_xs")
-    return InstrumentParameters(values["gs_xs"], values["gi_xi"], values["f_eff"], source)
+    gains: tuple[Any, Any] = (values["gs_xs"], values["gi_xi"])
+    if scan.sideband_gains is not None:  # issue 13: per channel (and pixel) from L0
+        gains, source["gs_xs"] = scan.sideband_gains, "L0 source/gs_xs, gi_xi"
+    elif config.sideband_gains_file is not None:
+        from calpipe.sideband import gains_from_file
+
+        nu_sig, nu_img = frequency_axes(scan)
+        gains = gains_from_file(config.sideband_gains_file, nu_sig, nu_img,
+                                scan.counts.shape[2], scan.counts.shape[3], scan.scan)
+        source["gs_xs"] = f"file {config.sideband_gains_file}"
+    else:
+        total = values["gs_xs"] + values["gi_xi"]
+        if total <= 0 or values["gs_xs"] / total < MIN_SIGNAL_WEIGHT:
+            raise MetadataError(f"sideband gains g_s x_s = {values['gs_xs']}, g_i x_i = "
+                                f"{values['gi_xi']}: the signal weight w_s = g_s x_s / "
+                                f"(g_s x_s + g_i x_i) must be >= {MIN_SIGNAL_WEIGHT}",
+                                scan=scan.scan, array="attrs/gs_xs")
+    source["gi_xi"] = source["gs_xs"]
+    return InstrumentParameters(gains[0], gains[1], values["f_eff"], source)
 
 
 def frequency_axes(scan: ScanData) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +178,119 @@ class ScanGeometry:
         return cls(scan.scan, m.elevation.copy(), m.tamb.copy(), m.pamb.copy())
 
 
+@dataclass(frozen=True)
+class SkySlabs:
+    """The atmosphere model of one scan: slabs at the OFFs (fit) and at the ONs (tr)."""
+
+    sig_off: Any
+    img_off: Any
+    sig_on: Any
+    img_on: Any
+    use_model: bool
+    t_atm_source: str  # "model(A, T_ground)" | "model" (zenith T_atm) | "ambient"
+    model: str
+    digest: str
+    note: str = ""
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_once(key: tuple[str, str], text: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(text)
+
+
+def _pressure_correction(sky_table: Any, table: AtmosphereTable, nu: np.ndarray,
+                         pressure_hpa: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(tau_z(P) - tau_z(P0), 0) [pwv nodes, C] from the zenith table, for a single-pressure
+    sky table (node P0) used at P; None when not needed.
+
+    Only tau is corrected: the zenith table's T_atm change with P follows the AFGL ground
+    temperature of each pressure, while the sky table is evaluated at the observed T_g;
+    correcting T_atm too was measured 10-20x worse (docs/atmosphere.md section 9)."""
+    if not sky_table.needs_pressure_correction(pressure_hpa):
+        return None
+    p0 = float(sky_table.pressure_hpa[0])
+    at_p, at_0 = table.slab(nu, pressure_hpa), table.slab(nu, p0)
+    dtau = [at_p.evaluate(float(w))[0] - at_0.evaluate(float(w))[0] for w in sky_table.pwv_mm]
+    return np.asarray(dtau), np.zeros((len(dtau), np.size(nu)))
+
+
+def sky_slabs(table: AtmosphereTable, config: CalibrationConfig, nu_sig: np.ndarray,
+              nu_img: np.ndarray, pressure_hpa: float, el_off: np.ndarray,
+              tamb_off: np.ndarray, el_on: np.ndarray, tamb_on: np.ndarray,
+              scan: int | None = None) -> SkySlabs:
+    """Choose the sky model (issue 13) and interpolate it once for the scan.
+
+    ``sky_model: auto`` with ``t_atm: model``: a sky table covering the signal and image
+    frequencies and the pressure (shipped / ``sky_table_dir``; built with am when
+    ``sky_table_build``) gives T_atm at each subscan's airmass and ground temperature
+    (``tamb``); the shipped sky tables only when ``table`` is the shipped am table.
+    Otherwise the zenith ``table``, with a warning naming the approximation.
+    """
+    from calpipe.physics.atmosphere import airmass
+
+    note = ""
+    if config.sky_model == "auto" and config.t_atm == "model":
+        from calpipe.atmosphere.skyio import (
+            build_for_tuning,
+            default_table_digest,
+            find_sky_table,
+        )
+
+        # the shipped sky tables refine the shipped am table; a zenith table of the user's
+        # own (another site or model) is respected unless sky_table_dir holds a sky table
+        shipped = table.digest == default_table_digest()
+        found = find_sky_table(nu_sig, nu_img, pressure_hpa, config.sky_table_dir,
+                               shipped=shipped)
+        if found is None and config.sky_table_build:
+            found = build_for_tuning(nu_sig, nu_img, pressure_hpa, config.sky_table_dir)
+        if found is not None:
+            sky_table, path = found
+            try:
+                corr = {id(nu): _pressure_correction(sky_table, table, nu, pressure_hpa)
+                        for nu in (nu_sig, nu_img)}
+                return SkySlabs(
+                    sky_table.slab(nu_sig, pressure_hpa, airmass(el_off), tamb_off,
+                                   corr[id(nu_sig)]),
+                    sky_table.slab(nu_img, pressure_hpa, airmass(el_off), tamb_off,
+                                   corr[id(nu_img)]),
+                    sky_table.slab(nu_sig, pressure_hpa, airmass(el_on), tamb_on,
+                                   corr[id(nu_sig)]),
+                    sky_table.slab(nu_img, pressure_hpa, airmass(el_on), tamb_on,
+                                   corr[id(nu_img)]),
+                    True, sky_table.t_atm_source, f"{sky_table.model} sky table {path.name}",
+                    sky_table.digest)
+            except CalibrationError as exc:  # airmass / tamb outside the table
+                note = f"sky table {path.name} not used: {exc}"
+                log.warning("scan %s: %s; zenith table instead", scan, note)
+    try:
+        slabs = [table.slab(nu, pressure_hpa) for nu in (nu_sig, nu_img)]
+    except CalibrationError as exc:
+        raise AtmosphereError(exc.detail, scan=scan, array="atmosphere table") from exc
+    use_model = config.t_atm == "model" and table.t_atm is not None
+    if table.t_atm is None:
+        _warn_once((table.digest, "linear"), (
+            f"atmosphere table {table.model} has no T_atm (CCAT linear form): T_atm = T_amb, "
+            "the isothermal approximation (T_A* biased by -4 to -24 % at 460-850 GHz and low "
+            "elevation, docs/atmosphere.md section 10)"))
+    elif not use_model:
+        _warn_once((table.digest, "ambient"), (
+            "t_atm: ambient: T_atm = T_amb, the isothermal approximation (T_A* biased by -4 "
+            "to -24 % at 460-850 GHz and low elevation, docs/atmosphere.md section 10)"))
+    elif float(np.max(nu_sig)) > 400e9:
+        _warn_once((table.digest, "zenith"), (
+            f"no sky table covers {float(np.median(nu_sig)) / 1e9:.3f} GHz: the zenith T_atm of "
+            f"{table.model} is used at every airmass and for the table's fixed ground "
+            "temperature (T_A* biased by up to 4-50 % at 460-850 GHz and low elevation, "
+            "docs/atmosphere.md section 10); set sky_table_build: true to build one"))
+    source = "model" if use_model else "ambient"
+    return SkySlabs(slabs[0], slabs[1], slabs[0], slabs[1], use_model, source, table.model,
+                    table.digest, note)
+
+
 def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: PreparedData,
                config: CalibrationConfig, table: AtmosphereTable) -> AtmosphereResult:
     """Stage "atmosphere": pwv (fit or fixed), tau and transmissions (DESIGN 3.3)."""
@@ -173,12 +300,10 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
     off, on = prepared.off_index, prepared.on_index
     pressure_hpa = float(np.mean(geometry.pamb[off])) * TORR_TO_HPA
     constants = PhysicsConstants.for_mode(config.physics)
-    try:
-        slab_sig = table.slab(load.nu_sig, pressure_hpa)
-        slab_img = table.slab(load.nu_img, pressure_hpa)
-    except CalibrationError as exc:
-        raise AtmosphereError(exc.detail, scan=scan, array="atmosphere table") from exc
-    use_model = config.t_atm == "model" and table.t_atm is not None
+    slabs = sky_slabs(table, config, load.nu_sig, load.nu_img, pressure_hpa,
+                      geometry.elevation[off], geometry.tamb[off], geometry.elevation[on],
+                      geometry.tamb[on], scan=scan)
+    slab_sig, slab_img, use_model = slabs.sig_off, slabs.img_off, slabs.use_model
     sky = SkyInputs(load.nu_sig, load.nu_img, load.w_s, load.f_eff, config.t_cmb, constants)
     model = SkyModel(sky, slab_sig, slab_img, geometry.elevation[off], geometry.tamb[off],
                      use_model)
@@ -214,8 +339,8 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
     # QA (issue 8): compact fit diagnostic for the quick-look, stored in L1
     fit_obs, fit_mod = qa.atmosphere_fit_diagnostic(model, s_obs, weight, load.t_hot_eff, pwv)
     try:
-        tau_s, tr_s = transmissions(slab_sig, pwv, geometry.elevation[on])
-        tau_i, tr_i = transmissions(slab_img, pwv, geometry.elevation[on])
+        tau_s, tr_s = transmissions(slabs.sig_on, pwv, geometry.elevation[on])
+        tau_i, tr_i = transmissions(slabs.img_on, pwv, geometry.elevation[on])
     except CalibrationError as exc:
         raise AtmosphereError(exc.detail, scan=scan, array="pwv") from exc
     # uncertainties (issue 13): absolute radiometer weights of S_obs, 1/sigma^2 =
@@ -225,14 +350,15 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
         dnu = float(np.abs(np.diff(load.nu_sig)).mean())
         pwv_err, _ = pwv_uncertainty(model, s_obs, weight * dnu * prepared.off_time_s,
                                      load.t_hot_eff, pwv, config.pwv_per_pixel)
-    scale_err = scale_uncertainty(slab_sig, pwv, pwv_err, geometry.elevation[on])
+    scale_err = scale_uncertainty(slabs.sig_on, pwv, pwv_err, geometry.elevation[on])
     result = AtmosphereResult(
         scan=scan, method=method, per_pixel=config.pwv_per_pixel, pwv_mm=pwv,
         tau_signal=tau_s, tau_image=tau_i, tr_signal=tr_s, tr_image=tr_i,
         residual_rms_k=rms, converged=bool(converged), n_channels=n_used,
         n_iterations=int(iterations), pressure_hpa=pressure_hpa,
-        t_atm_source="model" if use_model else "ambient", table_model=table.model,
-        table_digest=table.digest, message=message, fit_observed_k=fit_obs,
+        t_atm_source=slabs.t_atm_source, table_model=slabs.model,
+        table_digest=slabs.digest,
+        message="; ".join(x for x in (message, slabs.note) if x), fit_observed_k=fit_obs,
         fit_model_k=fit_mod, pwv_err_mm=pwv_err, scale_uncertainty=scale_err,
     )
     result.check()
@@ -272,8 +398,9 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
     if prepared.mode == "nod":
         attrs["nod"] = nod.nod_attrs(scan, load, prepared, arrays)
     # QA (issue 8, calpipe.qa): sets TSYS_OUTLIER in arrays.flags, metrics -> attrs["qa"]
+    blank_bits = fl.BLANKING | (fl.LOW_TRANSMISSION if config.blank_low_transmission else 0)
     attrs["qa"].update(qa.assess_scan(arrays.spectra, arrays.flags, arrays.t_sys,
-                                      arrays.weight, atm.residual_rms_k))
+                                      arrays.weight, atm.residual_rms_k, blank_bits))
     no_fit = np.full((arrays.t_sys.shape[0], prepared.off_index.size), np.nan)
     fit_obs = no_fit if atm.fit_observed_k is None else atm.fit_observed_k
     fit_mod = no_fit if atm.fit_model_k is None else atm.fit_model_k
@@ -350,6 +477,16 @@ def _optional_number(scan: ScanData, name: str) -> float | None:
     return _as_float(raw)
 
 
+def _gain_attr(value: Any) -> Any:
+    """A scalar gain as is; a per-channel array as a summary (the array is in the L0 store or
+    the named calibration file)."""
+    if np.ndim(value) == 0:
+        return float(value)
+    v = np.asarray(value, dtype=np.float64)
+    return {"per_channel": True, "shape": list(v.shape), "min": float(v.min()),
+            "median": float(np.median(v)), "max": float(v.max())}
+
+
 def _nan_stat(func: Any, values: np.ndarray | None) -> float | None:
     """func over the finite values, None when there are none."""
     if values is None or not np.isfinite(values).any():
@@ -402,8 +539,9 @@ def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedDat
                       # interpolated reference): var(D-dump mean) = (1/D + rho (1 - 1/D)) / w
                       "shared_variance_fraction": _shared_fraction(scan, prepared).tolist()},
         "calibration_scan": int(load.cal_scan),
-        "instrument": {"gs_xs": load.gs_xs, "gi_xi": load.gi_xi, "f_eff": load.f_eff,
-                       "w_s": load.w_s, "t_hot_k": load.t_hot, "t_cold_k": load.t_cold},
+        "instrument": {"gs_xs": _gain_attr(load.gs_xs), "gi_xi": _gain_attr(load.gi_xi),
+                       "f_eff": load.f_eff, "w_s": _gain_attr(load.w_s),
+                       "t_hot_k": load.t_hot, "t_cold_k": load.t_cold},
         "median_t_rec_k": _median_per_pixel(load.t_rec),
         "median_t_sys_k": _median_per_pixel(t_sys),
         "qa": {"bad_channel_fraction": float(load.bad_channel.mean())},

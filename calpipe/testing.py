@@ -34,6 +34,37 @@ def analytic_table(t_atm: bool = True) -> AtmosphereTable:
     return AtmosphereTable(f, pwv, p, tau, tatm, "analytic-test", {"purpose": "tests"})
 
 
+def analytic_sky_table(windows_ghz: tuple[tuple[float, float], ...] = ((80.0, 1200.0),)
+                       ) -> Any:
+    """A cheap :class:`~calpipe.atmosphere.skytable.SkyTable` for tests (not a site model).
+
+    tau = (P / 550) [c + b pwv + 0.01 b pwv^2] (1 + 0.002 (T_g - 270)) as in
+    :func:`analytic_table`; T_atm = 255 + 3 ln pwv + 4 ln A + 0.8 (T_g - 270) K: linear in ln A
+    and T_g, so interpolation between nodes is exact.
+    """
+    from calpipe.atmosphere.skytable import SkyTable
+
+    f = np.concatenate([np.linspace(lo * 1e9, hi * 1e9, max(int((hi - lo) * 4) + 1, 2))
+                        for lo, hi in windows_ghz])
+    ghz = f / 1e9
+    b = 0.02 * (ghz / 230.0) ** 2 + 2.0 * np.exp(-0.5 * ((ghz - 557.0) / 8.0) ** 2)
+    c = 0.01 + 0.02 * (ghz / 500.0) ** 2
+    pwv = np.geomspace(0.02, 12.0, 14)
+    p = np.array([450.0, 650.0])
+    tg = np.array([240.0, 270.0, 300.0])
+    am = np.array([1.0, 1.6, 2.6, 4.0, 6.0])
+    base = c[None, :] + b[None, :] * pwv[:, None] + 0.01 * b[None, :] * pwv[:, None] ** 2
+    tau = ((p[:, None, None, None] / 550.0) * (1 + 0.002 * (tg[None, :, None, None] - 270.0))
+           * base[None, None])
+    tatm = (255.0 + 3.0 * np.log(pwv)[None, None, None, :, None]
+            + 4.0 * np.log(am)[None, None, :, None, None]
+            + 0.8 * (tg[None, :, None, None, None] - 270.0))
+    tatm = np.broadcast_to(tatm, (p.size, tg.size, am.size, pwv.size, f.size)).copy()
+    windows = np.array([[lo * 1e9, hi * 1e9] for lo, hi in windows_ghz])
+    return SkyTable(f, windows, pwv, p, tg, am, tau, tatm, "analytic-sky-test",
+                    {"purpose": "tests"})
+
+
 def small_config(**changes: Any) -> SimulationConfig:
     """A session small enough for unit tests (a fraction of a second to simulate)."""
     base = SimulationConfig(n_scans=6, load_every=3, n_channels=256, n_dumps=4, n_receivers=2,

@@ -39,7 +39,11 @@ class Recovered:
     truth: object
 
 
-def run_stages(path, table, config=CalibrationConfig()):
+#: sessions here are simulated with one zenith table and calibrated with the same one
+ZENITH = CalibrationConfig(sky_model="zenith")
+
+
+def run_stages(path, table, config=ZENITH):
     session = open_session(path)
     truth = zarr.open_group(str(truth_path_for(path)), mode="r")
     out = []
@@ -66,7 +70,9 @@ def test_noise_free_recovery_is_exact(tmp_path, atm_table, freq, sideband, pwv):
                         sideband=sideband, pwv_mm=pwv, n_scans=3, load_every=3)
     # the algebra is checked down to opaque skies (tr_s ~ 1e-3 at 690 GHz, 4 mm), so the
     # low-transmission guard (tests/test_uncertainty.py) is off here
-    recovered, truth = run_stages(path, atm_table, CalibrationConfig(min_transmission=0.0))
+    # and the zenith table the session was simulated with is used as given (sky_model: zenith;
+    # the shipped sky tables of these tunings are tested in tests/test_sky_table.py)
+    recovered, truth = run_stages(path, atm_table, ZENITH.replace(min_transmission=0.0))
     kinds = {r.kind for r in recovered}
     assert kinds == {"tp", "otf"}
     t_rec = truth["t_rec"][...]
@@ -96,7 +102,7 @@ def test_per_pixel_fit_matches_joint_on_a_uniform_sky(tmp_path, atm_table):
     path = make_session(tmp_path / "s.zarr", table=atm_table, noise=False, n_scans=2,
                         load_every=2, modes=("otf",))
     joint, _ = run_stages(path, atm_table)
-    per_pixel, _ = run_stages(path, atm_table, CalibrationConfig(pwv_per_pixel=True))
+    per_pixel, _ = run_stages(path, atm_table, ZENITH.replace(pwv_per_pixel=True))
     assert per_pixel[0].atm.pwv_mm.shape == (2, 2)
     np.testing.assert_allclose(per_pixel[0].atm.pwv_mm, joint[0].atm.pwv_mm[0, 0], rtol=1e-6)
     assert per_pixel[0].result.tr_signal.shape[1:3] == (2, 2)
@@ -105,7 +111,7 @@ def test_per_pixel_fit_matches_joint_on_a_uniform_sky(tmp_path, atm_table):
 def test_fixed_pwv_is_used_as_given(tmp_path, atm_table):
     path = make_session(tmp_path / "s.zarr", table=atm_table, noise=False, n_scans=2,
                         load_every=2, pwv_mm=1.0)
-    rec, _ = run_stages(path, atm_table, CalibrationConfig(pwv_fixed_mm=1.0))
+    rec, _ = run_stages(path, atm_table, ZENITH.replace(pwv_fixed_mm=1.0))
     assert rec[0].atm.method == "fixed"
     assert rec[0].atm.pwv_mm[0, 0] == 1.0
     assert rec[0].atm.residual_rms_k[0, 0] < 1e-3  # the right pwv fits the sky
@@ -133,8 +139,8 @@ def test_recovery_with_noise_over_20_seeds(tmp_path, atm_table):
 def test_linear_off_interpolation_beats_nearest_under_gain_drift(tmp_path, atm_table):
     path = make_session(tmp_path / "s.zarr", table=atm_table, noise=False, n_scans=2,
                         load_every=2, modes=("tp",), gain_drift_per_hour=0.5, n_on_tp=3)
-    lin, _ = run_stages(path, atm_table, CalibrationConfig(reference="linear"))
-    near, _ = run_stages(path, atm_table, CalibrationConfig(reference="nearest"))
+    lin, _ = run_stages(path, atm_table, ZENITH.replace(reference="linear"))
+    near, _ = run_stages(path, atm_table, ZENITH.replace(reference="nearest"))
 
     def baseline_rms(r):
         """rms of the dump-averaged error in line-free channels (the drift within a subscan

@@ -130,8 +130,10 @@ def test_low_transmission_channels_are_flagged_and_blanked(tmp_path):
         ta = truth[scan_group_name(scan.scan)]["ta_star"][...]
         if blank:
             np.testing.assert_array_equal(nan, flagged)
+            assert res.attrs["qa"]["blanked_fraction"] == pytest.approx(nan.mean())
         else:
             assert not nan.any()
+            assert res.attrs["qa"]["blanked_fraction"] == 0.0
         ok = ~flagged
         assert np.abs(res.spectra[ok] - ta[ok]).max() < 1e-4 * ta.max() + 1e-3
 

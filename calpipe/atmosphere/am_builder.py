@@ -381,6 +381,115 @@ def direct_model(
     return tau.reshape(shape), tatm.reshape(shape), tb.reshape(shape)
 
 
+#: default nodes of per-tuning sky tables (docs/atmosphere.md section 9: measured choices)
+SKY_PWV_NODES_MM = tuple(float(x) for x in np.geomspace(0.05, 6.0, 8))
+SKY_AIRMASS_NODES = (1.0, 1.6, 2.6, 4.2)
+SKY_TGROUND_NODES_K = (250.0, 270.0, 290.0)
+SKY_STEP_MHZ = 2.0
+
+
+def _sky_job(job: tuple[str, float, float, float, float, float]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    amc, fmin, fmax, step, za, pwv = job
+    return _run_am(amc, [f"{fmin:.9g}", f"{fmax:.9g}", f"{step:.9g}", f"{za:.12g}",
+                         f"{pwv:.9g}"])
+
+
+def build_sky_table(
+    windows_ghz: Sequence[tuple[float, float]],
+    pressures_hpa: Sequence[float],
+    *,
+    step_mhz: float = SKY_STEP_MHZ,
+    pwv_nodes_mm: Sequence[float] = SKY_PWV_NODES_MM,
+    airmass_nodes: Sequence[float] = SKY_AIRMASS_NODES,
+    t_ground_nodes_k: Sequence[float] = SKY_TGROUND_NODES_K,
+    workers: int = 2,
+    progress: bool = False,
+) -> Any:
+    """am runs on every (pressure, ground temperature, airmass, pwv, window) node -> SkyTable.
+
+    The profile is :func:`standard_profile` with the troposphere shifted to each ground
+    temperature (lapse rate kept, shift tapering to 0 at the 17 km tropopause; water scale
+    height 2 km). Slant runs use am's plane-parallel ``za`` = arccos(1 / A); T_atm at A comes
+    from the slant tau and Tb (:func:`t_atm_from_tb`), so the slant sky is exact at the nodes.
+    """
+    from .skytable import SkyTable
+
+    wins = sorted((float(lo), float(hi)) for lo, hi in windows_ghz)
+    pres = np.asarray(sorted(float(x) for x in pressures_hpa))
+    tgs = np.asarray(sorted(float(x) for x in t_ground_nodes_k))
+    ams = np.asarray(sorted(float(x) for x in airmass_nodes))
+    pwv = np.asarray(sorted(float(x) for x in pwv_nodes_mm))
+    if abs(ams[0] - 1.0) > 1e-12:
+        raise ConfigError("the first airmass node must be 1 (zenith)")
+    for (lo0, hi0), (lo1, _) in zip(wins[:-1], wins[1:], strict=True):
+        if lo1 <= hi0 or not lo0 < hi0:
+            raise ConfigError(f"sky table windows must be disjoint and ascending: {wins}")
+    jobs = []
+    for p in pres:
+        for tg in tgs:
+            amc = standard_profile(float(p), float(tg))
+            for a in ams:
+                za = float(np.degrees(np.arccos(1.0 / a)))
+                for w in pwv:
+                    for lo, hi in wins:
+                        jobs.append((amc, lo, hi, step_mhz, za, float(w)))
+    t0 = time.monotonic()
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as ex:
+            results = list(ex.map(_sky_job, jobs, chunksize=4))
+    else:
+        results = [_sky_job(j) for j in jobs]
+    if progress:
+        log.info("sky table: %d am runs in %.0f s", len(jobs), time.monotonic() - t0)
+    per_node = len(wins)
+    freq_hz = np.concatenate([results[i][0] for i in range(per_node)]) * 1e9
+    nf = freq_hz.size
+    tau = np.empty((pres.size, tgs.size, pwv.size, nf))
+    tatm = np.empty((pres.size, tgs.size, ams.size, pwv.size, nf))
+    k = 0
+    for g in range(pres.size):
+        for t in range(tgs.size):
+            for ia in range(ams.size):
+                for ip in range(pwv.size):
+                    parts = results[k:k + per_node]
+                    k += per_node
+                    f = np.concatenate([r[0] for r in parts]) * 1e9
+                    if f.size != nf or np.any(np.abs(f - freq_hz) > 1.0):
+                        raise ConfigError("am returned inconsistent frequency grids")
+                    ta = np.concatenate([r[1] for r in parts])
+                    tb = np.concatenate([r[2] for r in parts])
+                    if ia == 0:
+                        tau[g, t, ip] = ta
+                    tatm[g, t, ia, ip] = t_atm_from_tb(freq_hz, ta, tb)
+    windows = np.array([[freq_hz[freq_hz >= lo * 1e9 - 1].min(),
+                         freq_hz[freq_hz <= hi * 1e9 + 1].max()] for lo, hi in wins])
+    meta: dict[str, Any] = {
+        "builder": "calpipe.atmosphere.am_builder.build_sky_table",
+        "profile": "AFGL tropical T(z) shifted to T_ground (taper to 0 at 17 km); h2o exp "
+        f"scale height {H2O_SCALE_HEIGHT_KM} km + {H2O_STRAT_VMR * 1e6:g} ppmv strat; o3 "
+        f"{O3_COLUMN_DU} DU; dry_air hydrostatic (am defaults); plane-parallel za",
+        "windows_ghz": [list(w) for w in wins], "step_mhz": float(step_mhz),
+        "pwv_nodes_mm": pwv.tolist(), "pressures_hpa": pres.tolist(),
+        "t_ground_nodes_k": tgs.tolist(), "airmass_nodes": ams.tolist(), "t_cmb_k": T_CMB,
+        "am": am_version(), "am_runs": len(jobs),
+        "build_seconds": round(time.monotonic() - t0, 1),
+        "built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return SkyTable(freq_hz, windows, pwv, pres, tgs, ams, tau, tatm, am_version(), meta)
+
+
+def slant_model(frequency_ghz_window: tuple[float, float], step_mhz: float, pwv_mm: float,
+                pressure_hpa: float, ground_temperature_k: float, airmass_value: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One direct am slant-path run (truth for benchmarks): (frequency Hz, slant tau, Tb)."""
+    amc = standard_profile(pressure_hpa, ground_temperature_k)
+    za = float(np.degrees(np.arccos(1.0 / airmass_value)))
+    lo, hi = frequency_ghz_window
+    f, tau, tb = _sky_job((amc, lo, hi, step_mhz, za, pwv_mm))
+    return f * 1e9, tau, tb
+
+
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.replace(",", " ").split()]
 

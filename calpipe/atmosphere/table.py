@@ -86,16 +86,22 @@ class PwvSlab:
         return np.ascontiguousarray(CubicSpline(x, y, axis=0, bc_type=bc).c)
 
     def take(self, index: np.ndarray) -> PwvSlab:
-        """The slab restricted to some of its frequencies (1-D slabs; a cheap column copy)."""
-        if len(self._shape) != 1:
-            raise ValueError("PwvSlab.take needs a 1-D slab")
+        """The slab restricted to some of its frequencies (first axis; a cheap copy)."""
+        if len(self._shape) not in (1, 2):
+            raise ValueError("PwvSlab.take needs a 1-D or 2-D slab")
+        idx = np.asarray(index)
+        rest = self._shape[1:]
+
+        def pick(c: np.ndarray) -> np.ndarray:
+            full = c.reshape(c.shape[:2] + self._shape)[:, :, idx]
+            return np.ascontiguousarray(full.reshape(c.shape[:2] + (-1,)))
+
         new = object.__new__(PwvSlab)
         new._x, new._u = self._x, self._u
         new.pwv_range = self.pwv_range
-        new._shape = (int(np.asarray(index).size),)
-        new._ctau = np.ascontiguousarray(self._ctau[..., index])
-        new._ctatm = None if self._ctatm is None else np.ascontiguousarray(
-            self._ctatm[..., index])
+        new._shape = (int(idx.size),) + rest
+        new._ctau = pick(self._ctau)
+        new._ctatm = None if self._ctatm is None else pick(self._ctatm)
         return new
 
     def _locate(self, pwv_mm: float) -> int:

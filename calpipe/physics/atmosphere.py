@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from calpipe.errors import AtmosphereError
 from calpipe.physics.radiometry import (
     PhysicsConstants,
+    as_cube,
     rj_brightness,
     rj_brightness_dt,
+    weight_cube,
 )
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,7 @@ class SkyInputs:
 
     nu_sig: np.ndarray  # [C]
     nu_img: np.ndarray  # [C]
-    w_s: float
+    w_s: Any  # float, or [C] / [C, R, A] per channel (and pixel)
     f_eff: float
     t_cmb: float
     constants: PhysicsConstants
@@ -102,10 +104,15 @@ def airmass(elevation_rad: np.ndarray | float) -> np.ndarray:
     return 1.0 / np.sin(np.asarray(elevation_rad, dtype=np.float64))
 
 
+def _col(a: np.ndarray) -> np.ndarray:
+    """[C] -> [C, 1] (one value for every subscan); [C, K] (per subscan, sky tables) as is."""
+    return a[:, None] if a.ndim == 1 else a
+
+
 class _Sideband:
     """Per-sideband constants of the sky model: J(T_cmb) [C], J(T_amb) [C, K], airmass [K]."""
 
-    def __init__(self, nu: np.ndarray, slab: Slab, weight: float, a: np.ndarray,
+    def __init__(self, nu: np.ndarray, slab: Slab, weight: np.ndarray, a: np.ndarray,
                  t_amb: np.ndarray, sky: SkyInputs, use_model_t_atm: bool):
         self.nu, self.slab, self.weight, self.a, self.sky = nu, slab, weight, a, sky
         self.j_cmb = rj_brightness(nu, sky.t_cmb, sky.constants)[:, None]
@@ -116,13 +123,14 @@ class _Sideband:
     def _j_atm(self, t_atm: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         """J(T_atm) as [C, 1] (model) or [C, K] (ambient), and T_atm itself when modelled."""
         if self.use_model and t_atm is not None:
-            return rj_brightness(self.nu, t_atm, self.sky.constants)[:, None], t_atm
+            nu = self.nu if t_atm.ndim == 1 else self.nu[:, None]
+            return _col(rj_brightness(nu, t_atm, self.sky.constants)), t_atm
         return self.j_amb, None
 
     def tsky(self, pwv: float) -> np.ndarray:
         """T_sky [C, K] = f_eff [J(T_atm)(1 - t) + J(T_cmb) t] + (1 - f_eff) J(T_amb)."""
         tau, t_atm = self.slab.evaluate(pwv)
-        t = np.exp(-tau[:, None] * self.a[None, :])
+        t = np.exp(-_col(tau) * self.a[None, :])
         j_atm, _ = self._j_atm(t_atm)
         f = self.sky.f_eff
         return f * (j_atm + (self.j_cmb - j_atm) * t) + (1.0 - f) * self.j_amb
@@ -131,17 +139,23 @@ class _Sideband:
         """d T_sky / d pwv [C, K]."""
         tau, t_atm = self.slab.evaluate(pwv)
         dtau, dt_atm = self.slab.derivative(pwv)
-        t = np.exp(-tau[:, None] * self.a[None, :])
+        t = np.exp(-_col(tau) * self.a[None, :])
         j_atm, t_model = self._j_atm(t_atm)
-        d = (j_atm - self.j_cmb) * self.a[None, :] * t * dtau[:, None]
+        d = (j_atm - self.j_cmb) * self.a[None, :] * t * _col(dtau)
         if t_model is not None and dt_atm is not None:
-            djdt = rj_brightness_dt(self.nu, t_model, self.sky.constants)
-            d = d + (1.0 - t) * (djdt * dt_atm)[:, None]
+            nu = self.nu if t_model.ndim == 1 else self.nu[:, None]
+            djdt = rj_brightness_dt(nu, t_model, self.sky.constants)
+            d = d + (1.0 - t) * _col(djdt * dt_atm)
         return self.sky.f_eff * d
 
 
 class SkyModel:
-    """T'_sky(pwv) [C, K] at the elevations of K subscans, from two slabs (signal, image)."""
+    """T'_sky(pwv) at the elevations of K subscans, from two slabs (signal, image).
+
+    ``tsky_pix`` is [C, Rw, Aw, K] with (Rw, Aw) = (1, 1) unless the sideband weights are per
+    pixel; ``tsky_eff`` is [C, K] (pixel-independent weights only); ``s_mod`` is the fit's
+    model S_mod = T'_sky - T'_hot as [C, Rw, Aw, K].
+    """
 
     def __init__(self, sky: SkyInputs, slab_sig: Slab, slab_img: Slab,
                  elevation: np.ndarray, t_amb: np.ndarray, use_model_t_atm: bool):
@@ -149,11 +163,13 @@ class SkyModel:
         self._args = (slab_sig, slab_img, elevation, t_amb, use_model_t_atm)
         a = airmass(elevation)
         t_amb = np.asarray(t_amb, dtype=np.float64)
+        self.w3 = weight_cube(sky.w_s, sky.nu_sig.shape[0])  # [C, Rw, Aw]
+        self.pixel_dependent = self.w3.shape[1:] != (1, 1)
         self.sidebands = [
             _Sideband(nu, slab, w, a, t_amb, sky, use_model_t_atm)
-            for nu, slab, w in ((sky.nu_sig, slab_sig, sky.w_s),
-                                (sky.nu_img, slab_img, 1.0 - sky.w_s))
-            if w > 0
+            for nu, slab, w in ((sky.nu_sig, slab_sig, self.w3),
+                                (sky.nu_img, slab_img, 1.0 - self.w3))
+            if np.any(w > 0)
         ]
         lo = max(slab_sig.pwv_range[0], slab_img.pwv_range[0])
         hi = min(slab_sig.pwv_range[1], slab_img.pwv_range[1])
@@ -162,18 +178,42 @@ class SkyModel:
     def subset(self, index: np.ndarray) -> SkyModel:
         """The same model on some of the channels (for a cheap coarse grid search)."""
         slab_sig, slab_img, elevation, t_amb, use_model = self._args
-        sky = SkyInputs(self.sky.nu_sig[index], self.sky.nu_img[index], self.sky.w_s,
+        w_s = self.sky.w_s if np.ndim(self.sky.w_s) == 0 else np.asarray(self.sky.w_s)[index]
+        sky = SkyInputs(self.sky.nu_sig[index], self.sky.nu_img[index], w_s,
                         self.sky.f_eff, self.sky.t_cmb, self.sky.constants)
         return SkyModel(sky, slab_sig.take(index), slab_img.take(index), elevation, t_amb,
                         use_model)
 
+    def tsky_pix(self, pwv: float) -> np.ndarray:
+        """T'_sky [C, Rw, Aw, K] = w_s T_sky(nu_sig) + w_i T_sky(nu_img)."""
+        return sum(sb.weight[..., None] * sb.tsky(pwv)[:, None, None, :]  # type: ignore[return-value]
+                   for sb in self.sidebands)
+
+    def tsky_pix_dp(self, pwv: float) -> np.ndarray:
+        """d T'_sky / d pwv [C, Rw, Aw, K]."""
+        return sum(sb.weight[..., None] * sb.tsky_dp(pwv)[:, None, None, :]  # type: ignore[return-value]
+                   for sb in self.sidebands)
+
     def tsky_eff(self, pwv: float) -> np.ndarray:
-        """T'_sky[C, K] = w_s T_sky(nu_sig) + w_i T_sky(nu_img)."""
-        return sum(sb.weight * sb.tsky(pwv) for sb in self.sidebands)  # type: ignore[return-value]
+        """T'_sky [C, K] (pixel-independent sideband weights)."""
+        return self._flat(self.tsky_pix(pwv))
 
     def tsky_eff_dp(self, pwv: float) -> np.ndarray:
-        """d T'_sky / d pwv [C, K]."""
-        return sum(sb.weight * sb.tsky_dp(pwv) for sb in self.sidebands)  # type: ignore[return-value]
+        """d T'_sky / d pwv [C, K] (pixel-independent sideband weights)."""
+        return self._flat(self.tsky_pix_dp(pwv))
+
+    def _flat(self, values: np.ndarray) -> np.ndarray:
+        if self.pixel_dependent:
+            raise ValueError("per-pixel sideband weights: use tsky_pix / s_mod")
+        return values[:, 0, 0, :]
+
+    def s_mod(self, pwv: float, t_hot_eff: np.ndarray) -> np.ndarray:
+        """S_mod = T'_sky - T'_hot as [C, Rw, Aw, K]; t_hot_eff [C] or [C, R, A]."""
+        return self.tsky_pix(pwv) - as_cube(t_hot_eff)[..., None]
+
+    def s_mod_dp(self, pwv: float) -> np.ndarray:
+        """d S_mod / d pwv [C, Rw, Aw, K]."""
+        return self.tsky_pix_dp(pwv)
 
 
 def fit_pwv(
@@ -200,20 +240,25 @@ def fit_pwv(
         raise AtmosphereError(f"pwv grid [{grid_min}, {grid_max}] mm does not overlap the "
                               f"table's pwv range {model.pwv_range}", scan=scan, array="pwv")
     grid = np.geomspace(lo, hi, grid_points)
-    if per_pixel:
+    # joint fit: one pwv for all pixels; the sums over pixels can be taken first unless the
+    # model itself depends on the pixel (per-pixel sideband weights): then "collapse" sums
+    # the chi2 over all pixels at the end
+    collapse = not per_pixel and model.pixel_dependent
+    if per_pixel or collapse:
         w = weight
         ws = weight * s_obs
     else:
         w = weight.sum(axis=(1, 2), keepdims=True)
         ws = (weight * s_obs).sum(axis=(1, 2), keepdims=True)
-    wss_c = (weight * np.where(weight > 0, s_obs, 0.0) ** 2).sum(axis=(1, 2) if not per_pixel
-                                                                 else (), keepdims=True)
+    wss_c = (weight * np.where(weight > 0, s_obs, 0.0) ** 2).sum(
+        axis=(1, 2) if not (per_pixel or collapse) else (), keepdims=True)
     n_c = s_obs.shape[0]
     # coarse search on at most COARSE_CHANNELS channels, then Newton on all of them inside a
     # +-2 cell bracket; if Newton ends on the bracket, the full-resolution search is redone
     coarse = np.arange(0, n_c, -(-n_c // COARSE_CHANNELS)) if n_c > COARSE_CHANNELS else None
     best = _grid_search(model if coarse is None else model.subset(coarse), grid,
-                        *(a if coarse is None else a[coarse] for a in (w, ws, wss_c, t_hot_eff)))
+                        *(a if coarse is None else a[coarse] for a in (w, ws, wss_c, t_hot_eff)),
+                        collapse=collapse)
     rp, ap = best.shape
     pwv = np.empty((rp, ap))
     converged = True
@@ -221,18 +266,23 @@ def fit_pwv(
     for r in range(rp):  # per-pixel Newton: (1, 1) in joint mode
         for a in range(ap):
             i = int(best[r, a])
-            wr, wsr = w[:, r:r + 1, a:a + 1], ws[:, r:r + 1, a:a + 1]
+            if collapse:
+                wr, wsr, pix = w, ws, None
+            else:
+                wr, wsr = w[:, r:r + 1, a:a + 1], ws[:, r:r + 1, a:a + 1]
+                pix = (r, a) if model.pixel_dependent else None
             _check_edge(scan, grid, i, per_pixel, r, a)
             span = 2 if coarse is not None else 1
             lo_i, hi_i = max(i - span, 0), min(i + span, grid.size - 1)
             p, it, ok = _newton(model, wr, wsr, t_hot_eff, grid[i], grid[lo_i], grid[hi_i],
-                                max_iter, tol)
+                                max_iter, tol, pix)
             if coarse is not None and (not ok or p in (grid[lo_i], grid[hi_i])):
-                i = int(_grid_search(model, grid, wr, wsr, wss_c[:, r:r + 1, a:a + 1]
-                                     if per_pixel else wss_c, t_hot_eff)[0, 0])
+                wss_r = wss_c[:, r:r + 1, a:a + 1] if per_pixel else wss_c
+                i = int(_grid_search(model, grid, wr, wsr, wss_r, t_hot_eff,
+                                     collapse=collapse, pixel=pix)[0, 0])
                 _check_edge(scan, grid, i, per_pixel, r, a)
                 p, it2, ok = _newton(model, wr, wsr, t_hot_eff, grid[i], grid[i - 1],
-                                     grid[i + 1], max_iter, tol)
+                                     grid[i + 1], max_iter, tol, pix)
                 it += it2
             iterations = max(iterations, it)
             if not ok:
@@ -253,17 +303,30 @@ COARSE_CHANNELS = 512
 
 
 def _grid_search(model: SkyModel, grid: np.ndarray, w: np.ndarray, ws: np.ndarray,
-                 wss_c: np.ndarray, t_hot_eff: np.ndarray) -> np.ndarray:
-    """Index of the chi2 minimum on the grid, per (Rp, Ap).
+                 wss_c: np.ndarray, t_hot_eff: np.ndarray, *, collapse: bool = False,
+                 pixel: tuple[int, int] | None = None) -> np.ndarray:
+    """Index of the chi2 minimum on the grid, per (Rp, Ap) ((1, 1) when ``collapse``).
 
     chi2 = sum_c,k [w S_obs^2 - 2 m w S_obs + w m^2], m = S_mod = T'_sky - T'_hot.
     """
-    wss = wss_c.sum(axis=(0, 3))
+    axes = (0, 1, 2, 3) if collapse else (0, 3)
+    wss = wss_c.sum(axis=axes, keepdims=collapse)
     chis = []
     for p in grid:
-        m = (model.tsky_eff(p) - t_hot_eff[:, None])[:, None, None, :]
-        chis.append(wss - 2 * (m * ws).sum(axis=(0, 3)) + (w * m * m).sum(axis=(0, 3)))
-    return np.stack(chis).argmin(axis=0)
+        m = _pick(model.s_mod(p, t_hot_eff), pixel)
+        chi = wss - 2 * (m * ws).sum(axis=axes, keepdims=collapse) + (w * m * m).sum(
+            axis=axes, keepdims=collapse)
+        chis.append(chi[0, 0] if collapse else chi)
+    best = np.stack(chis).argmin(axis=0)
+    return np.reshape(best, (1, 1)) if collapse else best
+
+
+def _pick(m: np.ndarray, pixel: tuple[int, int] | None) -> np.ndarray:
+    """m [C, Rw, Aw, K] restricted to one pixel (when the model depends on the pixel)."""
+    if pixel is None or m.shape[1:3] == (1, 1):
+        return m
+    r, a = pixel
+    return m[:, r:r + 1, a:a + 1]
 
 
 def _check_edge(scan: int, grid: np.ndarray, i: int, per_pixel: bool, r: int, a: int) -> None:
@@ -280,12 +343,13 @@ def _pix(per_pixel: bool, r: int, a: int) -> str:
 
 
 def _newton(model: SkyModel, w: np.ndarray, ws: np.ndarray, t_hot_eff: np.ndarray, p0: float,
-            lo: float, hi: float, max_iter: int, tol: float) -> tuple[float, int, bool]:
+            lo: float, hi: float, max_iter: int, tol: float,
+            pixel: tuple[int, int] | None = None) -> tuple[float, int, bool]:
     """Gauss-Newton on chi2 within [lo, hi]: dp = sum J (WS - W m) / sum W J^2."""
     p = p0
     for it in range(1, max_iter + 1):
-        m = (model.tsky_eff(p) - t_hot_eff[:, None])[:, None, None, :]
-        jac = model.tsky_eff_dp(p)[:, None, None, :]
+        m = _pick(model.s_mod(p, t_hot_eff), pixel)
+        jac = _pick(model.s_mod_dp(p), pixel)
         num = float((jac * (ws - w * m)).sum())
         den = float((w * jac * jac).sum())
         if not den > 0:
@@ -301,8 +365,7 @@ def _newton(model: SkyModel, w: np.ndarray, ws: np.ndarray, t_hot_eff: np.ndarra
 def residual_rms(model: SkyModel, s_obs: np.ndarray, weight: np.ndarray, t_hot_eff: np.ndarray,
                  pwv: float, pixel: tuple[int, int] | None = None) -> float:
     """rms over good samples of S_obs - S_mod(pwv) (K)."""
-    m = (model.tsky_eff(pwv) - t_hot_eff[:, None])[:, None, None, :]
-    r = s_obs - m
+    r = s_obs - model.s_mod(pwv, t_hot_eff)
     good = weight > 0
     if pixel is not None:
         r = r[:, pixel[0], pixel[1]]
@@ -326,10 +389,21 @@ def transmissions(slab: Slab, pwv: np.ndarray, elevation_on: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Zenith tau [C, Rp, Ap] and t = exp(-tau A) [C, Rp, Ap, S_on] for pwv [Rp, Ap]."""
     rp, ap = pwv.shape
-    taus = [[slab.evaluate(float(pwv[r, a]))[0] for a in range(ap)] for r in range(rp)]
-    tau = np.moveaxis(np.asarray(taus, dtype=np.float64), -1, 0)  # [C, Rp, Ap]
-    tr = np.exp(-tau[..., None] * airmass(elevation_on)[None, None, None, :])
-    return tau, tr
+    taus = [[_per_on(slab.evaluate(float(pwv[r, a]))[0], elevation_on) for a in range(ap)]
+            for r in range(rp)]
+    tau_on = np.moveaxis(np.asarray(taus, dtype=np.float64), (2, 3), (0, 1))  # [C, S, Rp, Ap]
+    tau_on = np.moveaxis(tau_on, 1, 3)  # [C, Rp, Ap, S_on]
+    tr = np.exp(-tau_on * airmass(elevation_on)[None, None, None, :])
+    # zenith tau for L1: one value per channel (a sky table's tau depends on each ON's
+    # ground temperature: the mean over the ONs)
+    return tau_on.mean(axis=-1), tr
+
+
+def _per_on(values: np.ndarray, elevation_on: np.ndarray) -> np.ndarray:
+    """[C] or [C, S_on] -> [C, S_on]."""
+    if values.ndim == 1:
+        return np.repeat(values[:, None], np.size(elevation_on), axis=1)
+    return values
 
 
 def pwv_uncertainty(model: SkyModel, s_obs: np.ndarray, weight: np.ndarray,
@@ -351,8 +425,8 @@ def pwv_uncertainty(model: SkyModel, s_obs: np.ndarray, weight: np.ndarray,
     for r in range(rp):
         for a in range(ap):
             p = float(pwv[r, a])
-            m = (model.tsky_eff(p) - t_hot_eff[:, None])[:, None, None, :]
-            jac = model.tsky_eff_dp(p)[:, None, None, :]
+            m = np.broadcast_to(model.s_mod(p, t_hot_eff), s_obs.shape)
+            jac = model.s_mod_dp(p)
             sl = (slice(None), slice(r, r + 1), slice(a, a + 1)) if per_pixel else (slice(None),)
             w, res = weight[sl], (s_obs - m)[sl]
             jj = np.broadcast_to(jac, s_obs.shape)[sl]
@@ -370,7 +444,8 @@ def scale_uncertainty(slab: Slab, pwv: np.ndarray, pwv_err: np.ndarray,
     """Fractional T_A* scale error [C, Rp, Ap, S_on]: T_A* ~ 1 / tr_s = exp(tau_s A), so
     d ln T_A*/d pwv = A dtau_s/dpwv and the error is A |dtau_s/dpwv| pwv_err."""
     rp, ap = pwv.shape
-    d = [[slab.derivative(float(pwv[r, a]))[0] for a in range(ap)] for r in range(rp)]
-    dtau = np.moveaxis(np.asarray(d, dtype=np.float64), -1, 0)  # [C, Rp, Ap]
+    d = [[_per_on(slab.derivative(float(pwv[r, a]))[0], elevation_on) for a in range(ap)]
+         for r in range(rp)]
+    dtau = np.moveaxis(np.asarray(d, dtype=np.float64), (2, 3), (0, 3))  # [C, Rp, Ap, S_on]
     a_on = airmass(elevation_on)[None, None, None, :]
-    return np.abs(dtau)[..., None] * a_on * pwv_err[None, :, :, None]
+    return np.abs(dtau) * a_on * pwv_err[None, :, :, None]

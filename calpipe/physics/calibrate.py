@@ -23,6 +23,7 @@ import numpy as np
 
 from calpipe.errors import NoValidDataError
 from calpipe.physics import flags as fl
+from calpipe.physics.radiometry import weight_cube
 
 CHANNEL_BLOCK = 512
 
@@ -52,7 +53,7 @@ def calibrate_full(
     c_ref: np.ndarray,
     gamma: np.ndarray,
     bad_channel: np.ndarray,
-    w_s: float,
+    w_s: float | np.ndarray,
     f_eff: float,
     tr_signal: np.ndarray,
     freq_res_hz: float,
@@ -82,7 +83,8 @@ def calibrate_full(
     spectra_s = np.empty((n_on, n_c, n_d, n_r, n_a), dtype=np.float32)
     flags_s = np.empty((n_on, n_c, n_d, n_r, n_a), dtype=np.uint16)
     with np.errstate(invalid="ignore", divide="ignore"):
-        scale = 1.0 / (gamma[..., None] * (w_s * f_eff) * tr_signal)  # F [C, R, A, S_on]
+        w3 = weight_cube(w_s, n_c)[..., None]  # [C, Rw, Aw, 1]: per channel (and pixel)
+        scale = 1.0 / (gamma[..., None] * (w3 * f_eff) * tr_signal)  # F [C, R, A, S_on]
         scale[np.broadcast_to(bad_channel[..., None], scale.shape)] = np.nan
         t_sys = c_ref * scale
         t_sys[~np.isfinite(t_sys)] = np.nan

@@ -9,11 +9,18 @@ T_rec   = T'_rec / w_s                                          (SSB)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from calpipe.errors import BadLoadError, MissingLoadError
-from calpipe.physics.radiometry import PhysicsConstants, sideband_weighted, signal_weight
+from calpipe.physics.radiometry import (
+    PhysicsConstants,
+    as_cube,
+    sideband_weighted,
+    signal_weight,
+    weight_cube,
+)
 from calpipe.physics.stats import mean_from, sum_count_over_dumps
 
 HOT_MODES = ("HOT",)
@@ -48,23 +55,24 @@ class CalibrationLoadFull:
     c_cold: np.ndarray  # [C, R, A] counts
     t_hot: float  # K physical
     t_cold: float  # K physical
-    t_hot_eff: np.ndarray  # [C] T'_hot (K)
-    t_cold_eff: np.ndarray  # [C] T'_cold (K)
+    t_hot_eff: np.ndarray  # [C] T'_hot (K); [C, R, A] with per-pixel sideband gains
+    t_cold_eff: np.ndarray  # [C] T'_cold (K); [C, R, A] likewise
     gamma: np.ndarray  # [C, R, A] counts / K
     t_rec_dsb: np.ndarray  # [C, R, A] T'_rec (K)
     t_rec: np.ndarray  # [C, R, A] T_rec,SSB (K)
     bad_channel: np.ndarray  # [C, R, A] bool
-    gs_xs: float
-    gi_xi: float
+    gs_xs: Any  # float, or [C] / [C, R, A] per channel (and pixel), issue 13
+    gi_xi: Any
     f_eff: float
     physics: str
 
     @property
-    def w_s(self) -> float:
+    def w_s(self) -> Any:
+        """float, or an array [C] / [C, R, A] (calpipe.physics.radiometry.weight_cube)."""
         return signal_weight(self.gs_xs, self.gi_xi)
 
     @property
-    def w_i(self) -> float:
+    def w_i(self) -> Any:
         return 1.0 - self.w_s
 
     @property
@@ -121,8 +129,8 @@ def resolve_loads(
     tcold: np.ndarray,
     nu_sig: np.ndarray,
     nu_img: np.ndarray,
-    gs_xs: float,
-    gi_xi: float,
+    gs_xs: float | np.ndarray,
+    gi_xi: float | np.ndarray,
     f_eff: float,
     constants: PhysicsConstants,
     rule: BadChannelRule = BadChannelRule(),
@@ -154,12 +162,12 @@ def resolve_loads(
     t_cold_eff = sideband_weighted(nu_sig, nu_img, t_cold, w_s, constants)
 
     diff = c_hot - c_cold
-    dt = (t_hot_eff - t_cold_eff)[:, None, None]
+    dt = as_cube(t_hot_eff - t_cold_eff)
     with np.errstate(invalid="ignore", divide="ignore"):
         gamma = diff / dt
         y = c_hot / c_cold
-        t_rec_dsb = (t_hot_eff[:, None, None] - y * t_cold_eff[:, None, None]) / (y - 1.0)
-        t_rec = t_rec_dsb / w_s
+        t_rec_dsb = (as_cube(t_hot_eff) - y * as_cube(t_cold_eff)) / (y - 1.0)
+        t_rec = t_rec_dsb / weight_cube(w_s, nu_sig.shape[0])
 
     bad = ~(np.isfinite(c_hot) & np.isfinite(c_cold)) | ~(diff > 0)
     smax = _boxcar_max(np.where(bad, np.nan, diff), rule.smooth_channels)

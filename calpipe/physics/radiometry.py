@@ -7,6 +7,7 @@ For h nu / k T < 1e-10 the series form T - h nu / 2k is used (no cancellation).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -73,19 +74,47 @@ def rj_brightness_dt(
     return d
 
 
-def signal_weight(gs_xs: float, gi_xi: float) -> float:
-    """w_s = g_s x_s / (g_s x_s + g_i x_i); the image weight is w_i = 1 - w_s."""
-    return gs_xs / (gs_xs + gi_xi)
+def signal_weight(gs_xs: float | np.ndarray, gi_xi: float | np.ndarray) -> Any:
+    """w_s = g_s x_s / (g_s x_s + g_i x_i); the image weight is w_i = 1 - w_s.
+
+    Scalars give a float; per-channel [C] or per-channel-and-pixel [C, R, A] arrays (issue 13)
+    give an array of that shape."""
+    if np.ndim(gs_xs) == 0 and np.ndim(gi_xi) == 0:
+        return float(gs_xs) / (float(gs_xs) + float(gi_xi))
+    return np.asarray(gs_xs, dtype=np.float64) / (np.asarray(gs_xs, dtype=np.float64)
+                                                  + np.asarray(gi_xi, dtype=np.float64))
+
+
+def weight_cube(w: float | np.ndarray, n_channels: int) -> np.ndarray:
+    """A sideband weight as [C, Rw, Aw]: scalar or [C] -> [C, 1, 1]; [C, R, A] as is."""
+    a = np.asarray(w, dtype=np.float64)
+    if a.ndim == 0:
+        return np.full((n_channels, 1, 1), float(a))
+    if a.ndim == 1:
+        return a[:, None, None]
+    if a.ndim == 3:
+        return a
+    raise ValueError(f"sideband weight of shape {a.shape}: expected (), (C,) or (C, R, A)")
+
+
+def as_cube(values: np.ndarray) -> np.ndarray:
+    """[C] -> [C, 1, 1]; [C, R, A] as is (sideband-weighted load temperatures)."""
+    return values[:, None, None] if values.ndim == 1 else values
 
 
 def sideband_weighted(
     nu_sig: np.ndarray,
     nu_img: np.ndarray,
     temperature_k: np.ndarray | float,
-    w_s: float,
+    w_s: float | np.ndarray,
     constants: PhysicsConstants = EXACT,
 ) -> np.ndarray:
-    """T' = w_s J(nu_sig, T) + w_i J(nu_img, T), w_i = 1 - w_s."""
-    return w_s * rj_brightness(nu_sig, temperature_k, constants) + (1.0 - w_s) * rj_brightness(
-        nu_img, temperature_k, constants
-    )
+    """T' = w_s J(nu_sig, T) + w_i J(nu_img, T), w_i = 1 - w_s.
+
+    nu [C]; w_s scalar or [C] -> [C]; w_s [C, R, A] -> [C, R, A]."""
+    js = rj_brightness(nu_sig, temperature_k, constants)
+    ji = rj_brightness(nu_img, temperature_k, constants)
+    w = np.asarray(w_s, dtype=np.float64)
+    if w.ndim == 3:
+        js, ji = js[:, None, None], ji[:, None, None]
+    return np.asarray(w * js + (1.0 - w) * ji)

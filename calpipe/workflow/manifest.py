@@ -36,11 +36,13 @@ MANIFEST_FORMAT = "calpipe-manifest"
 #: the calibration options each stage depends on (its rule param digest); calibrate and the
 #: L1 write record the digest of the whole configuration (CalibrationConfig.digest).
 STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "resolve": ("physics", "gs_xs", "gi_xi", "f_eff", "clip_counts", "clip_trec",
+    "resolve": ("physics", "gs_xs", "gi_xi", "f_eff", "sideband_gains_file", "clip_counts",
+                "clip_trec",
                 "clip_smooth_channels", "vane_t_cal", "vane_t_cal_method", "vane_t_atm",
                 "vane_tau_zenith", "flag_vegas_spurs"),  # vane_*: issue 16 (T_cal in resolve)
     "prepare": ("mode", "reference"),
-    "atmosphere": ("physics", "t_atm", "atmosphere_table", "pwv_fixed_mm", "pwv_fallback_mm",
+    "atmosphere": ("physics", "t_atm", "atmosphere_table", "sky_model", "sky_table_dir",
+                   "sky_table_build", "pwv_fixed_mm", "pwv_fallback_mm",
                    "pwv_per_pixel", "pwv_grid_min_mm", "pwv_grid_max_mm", "pwv_grid_points",
                    "pwv_newton_max_iter", "pwv_newton_tol", "t_cmb"),
 }
