@@ -212,6 +212,14 @@ def init_store(path: str | Path) -> Any:
         raise StoreError(f"cannot open L1 store {path}: {exc}") from exc
 
 
+def _writer_id() -> str:
+    """Process and thread: temporary names never collide between concurrent writers (Snakemake
+    runs jobs as threads of one process with --force-use-threads)."""
+    import threading
+
+    return f"{os.getpid()}-{threading.get_ident()}"
+
+
 def write_scan(path: str | Path, result: CalibrationResult, extra_attrs: Mapping[str, Any]
                ) -> Path:
     """Write one scan group atomically; replaces an existing group of the same scan."""
@@ -219,7 +227,7 @@ def write_scan(path: str | Path, result: CalibrationResult, extra_attrs: Mapping
     path = Path(path)
     name = scan_group_name(result.scan)
     final = path / name
-    tmp_name = f"{PARTIAL_PREFIX}{name}-{os.getpid()}"
+    tmp_name = f"{PARTIAL_PREFIX}{name}-{_writer_id()}"
     tmp = path / tmp_name
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -229,7 +237,7 @@ def write_scan(path: str | Path, result: CalibrationResult, extra_attrs: Mapping
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if final.exists():
-        trash = path / f"{PARTIAL_PREFIX}old-{name}-{os.getpid()}"
+        trash = path / f"{PARTIAL_PREFIX}old-{name}-{_writer_id()}"
         os.rename(final, trash)
         os.rename(tmp, final)
         shutil.rmtree(trash, ignore_errors=True)
@@ -623,7 +631,7 @@ def ensure_store(path: str | Path) -> None:
                                  and p.name not in (FAILURES_FILE, SUMMARY_FILE)):
             raise StoreError(f"{path} exists, is not empty and is not a zarr store")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.init-{os.getpid()}"
+        tmp = path.parent / f".{path.name}.init-{_writer_id()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
@@ -665,7 +673,7 @@ def remove_scan_group(path: str | Path, scan: int) -> bool:
     final = path / scan_group_name(scan)
     if not final.exists():
         return False
-    trash = path / f"{PARTIAL_PREFIX}old-{scan_group_name(scan)}-{os.getpid()}"
+    trash = path / f"{PARTIAL_PREFIX}old-{scan_group_name(scan)}-{_writer_id()}"
     os.rename(final, trash)
     shutil.rmtree(trash, ignore_errors=True)
     log.info("removed the L1 group of scan %d (it failed in this run)", scan)

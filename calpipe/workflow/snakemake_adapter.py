@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from calpipe import __version__
@@ -23,6 +25,45 @@ def _setup_job_logging(log_file: str | None) -> None:
         handlers.append(logging.FileHandler(log_file, mode="w"))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class _ThisThread(logging.Filter):
+    """Passes the records of one thread (jobs run concurrently in one process)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ident = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.ident
+
+
+def run_job(rule: str, input: Any, output: Any, params: Any, wildcards: Any, log_files: Any,
+            config: Any) -> None:
+    """A ``run:`` job in the Snakemake process: like ``script_main``, with a log file that
+    holds this job's records only."""
+    smk = SimpleNamespace(input=input, output=output, params=params, wildcards=wildcards,
+                          log=log_files, config=config)
+    handler: logging.Handler | None = None
+    calpipe_log = logging.getLogger("calpipe")
+    if log_files:
+        Path(log_files[0]).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_files[0], mode="w")
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(_ThisThread())
+        calpipe_log.addHandler(handler)
+        if calpipe_log.level == logging.NOTSET or calpipe_log.level > logging.INFO:
+            calpipe_log.setLevel(logging.INFO)
+    try:
+        _dispatch(smk, rule)
+    except BaseException:
+        log.exception("rule %s failed (hard error)", rule)
+        raise
+    finally:
+        if handler is not None:
+            calpipe_log.removeHandler(handler)
+            handler.close()
 
 
 def script_main(smk: Any, rule: str) -> None:

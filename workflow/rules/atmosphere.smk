@@ -14,8 +14,6 @@ rule atmosphere:
         "results/{session}/logs/atmosphere/{scan}.log",
     benchmark:
         "results/{session}/benchmarks/atmosphere/{scan}.tsv"
-    conda:
-        "../envs/calpipe.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -23,5 +21,5 @@ rule atmosphere:
     params:
         config_digest=digest_of("atmosphere"),
         version=calpipe.__version__,
-    script:
-        "../scripts/atmosphere.py"
+    run:
+        run_stage("atmosphere", input, output, params, wildcards, log)

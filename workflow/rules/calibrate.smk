@@ -16,8 +16,6 @@ rule calibrate:
         "results/{session}/logs/calibrate/{scan}.log",
     benchmark:
         "results/{session}/benchmarks/calibrate/{scan}.tsv"
-    conda:
-        "../envs/calpipe.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -27,5 +25,5 @@ rule calibrate:
         l1_store="results/{session}/l1.zarr",
         config_digest=digest_of("calibrate"),
         version=calpipe.__version__,
-    script:
-        "../scripts/calibrate.py"
+    run:
+        run_stage("calibrate", input, output, params, wildcards, log)

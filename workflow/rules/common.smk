@@ -87,3 +87,11 @@ def print_run_message():
     message = cw.summary_message("results/run_summary.json")
     if message:
         print(f"calpipe: {message}")
+
+
+def run_stage(rule_name, input, output, params, wildcards, log):
+    """A stage job: calls calpipe in this process (threads with --force-use-threads, as
+    the default profile sets; a cluster job's own Snakemake process on SLURM)."""
+    from calpipe.workflow.snakemake_adapter import run_job
+
+    run_job(rule_name, input, output, params, wildcards, log, config)

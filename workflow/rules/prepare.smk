@@ -10,8 +10,6 @@ rule prepare:
         "results/{session}/logs/prepare/{scan}.log",
     benchmark:
         "results/{session}/benchmarks/prepare/{scan}.tsv"
-    conda:
-        "../envs/calpipe.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -20,5 +18,5 @@ rule prepare:
         manifest="results/{session}/manifest.json",
         config_digest=digest_of("prepare"),
         version=calpipe.__version__,
-    script:
-        "../scripts/prepare.py"
+    run:
+        run_stage("prepare", input, output, params, wildcards, log)

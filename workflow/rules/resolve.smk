@@ -9,8 +9,6 @@ rule resolve:
         "results/{session}/logs/resolve/{scan}.log",
     benchmark:
         "results/{session}/benchmarks/resolve/{scan}.tsv"
-    conda:
-        "../envs/calpipe.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -19,5 +17,5 @@ rule resolve:
         manifest="results/{session}/manifest.json",
         config_digest=digest_of("resolve"),
         version=calpipe.__version__,
-    script:
-        "../scripts/resolve.py"
+    run:
+        run_stage("resolve", input, output, params, wildcards, log)
