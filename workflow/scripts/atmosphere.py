@@ -1,5 +1,0 @@
-"""Snakemake adapter of rule atmosphere: all logic is in calpipe (tested library code)."""
-
-from calpipe.workflow.snakemake_adapter import script_main
-
-script_main(snakemake, "atmosphere")  # noqa: F821 - 'snakemake' is injected by Snakemake

@@ -1,5 +1,0 @@
-"""Snakemake adapter of rule prepare: all logic is in calpipe (tested library code)."""
-
-from calpipe.workflow.snakemake_adapter import script_main
-
-script_main(snakemake, "prepare")  # noqa: F821 - 'snakemake' is injected by Snakemake
