@@ -372,7 +372,6 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
     config = CalibrationConfig() if config is None else config
     on = prepared.on_index
     scan.require_subscans(on, "calibrate")
-    check_has_data(scan.scan, scan.subscan_valid, on.tolist(), what="ON subscan ")
     if prepared.mode == "nod":  # T_sys (ON - REF) / REF with the vane T_sys (calpipe.nod)
         arrays = nod.calibrate_nod_arrays(scan, load, prepared)
     else:

@@ -383,7 +383,7 @@ def test_truncated_blosc_chunk_is_never_decoded(scratch, fmt, keep):
     raw = chunk.read_bytes()
     chunk.write_bytes(raw[: int(len(raw) * keep)])
     with pytest.raises(L0FormatError) as ei:
-        open_session(store)._reader(7, "source").counts(src)
+        open_session(store)._reader(7, "source").open_counts(src)
     assert "scan 7, array 'source/data_5d'" in str(ei.value)
     assert "blosc" in str(ei.value)
 

@@ -141,7 +141,8 @@ def test_at_most_two_scans_resident(session, tmp_path, monkeypatch):
     from calpipe import pipeline
 
     lock = threading.Lock()
-    alive = {"now": 0, "peak": 0}
+    alive = {"now": 0, "peak": 0, "loads": 0}
+    n_scans = len(open_session(session).source_scans())
 
     def gone() -> None:
         with lock:
@@ -152,6 +153,7 @@ def test_at_most_two_scans_resident(session, tmp_path, monkeypatch):
     def tracked(sess, scan):
         data, cal = real(sess, scan)
         with lock:  # one scan = its source counts + its calibration counts
+            alive["loads"] += 1
             alive["now"] += 1
             alive["peak"] = max(alive["peak"], alive["now"])
         # the scan counts as resident until BOTH of its buffers are freed
@@ -166,9 +168,17 @@ def test_at_most_two_scans_resident(session, tmp_path, monkeypatch):
         weakref.finalize(cal.counts, one_freed)
         return data, cal
 
-    def slow_resolve(*args, **kwargs):  # processing slower than loading: prefetch fills up
+    def slow_resolve(*args, **kwargs):
+        """Hold the scan until the prefetch has loaded the next one (or there is none), then
+        a little longer: a prefetch allowed a third scan would load it meanwhile."""
         import time
 
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with lock:
+                if alive["now"] >= 2 or alive["loads"] == n_scans:
+                    break
+            time.sleep(0.01)
         time.sleep(0.3)
         return real_resolve(*args, **kwargs)
 

@@ -126,7 +126,8 @@ def calibrate_full(
 
 def check_usable(scan: int, spectra: np.ndarray, flags: np.ndarray) -> None:
     """No silent false success (issue 12): the calibrated scan must hold at least one finite
-    T_A* sample, and every sample that is not blanked (BAD_CHANNEL | FILL_VALUE) must be
+    T_A* sample, and every sample that is not blanked (BAD_CHANNEL | FILL_VALUE, or
+    LOW_TRANSMISSION) must be
     finite (an overflow of float32, |T_A*| > 3.4e38 K, means absurd gains or counts).
 
     Raises ``NoValidDataError`` naming the cause: every ON sample missing (fill), every channel
@@ -149,7 +150,8 @@ def check_usable(scan: int, spectra: np.ndarray, flags: np.ndarray) -> None:
         raise NoValidDataError(f"no usable sample: every T_A* is NaN ({100 * bad / n:.1f} % "
                                f"BAD_CHANNEL, {100 * fill / n:.1f} % FILL_VALUE)", scan=scan,
                                array="spectra")
-    blank = (flags & fl.BLANKING) != 0
+    # LOW_TRANSMISSION samples are blanked unless blank_low_transmission is false (issue 13)
+    blank = (flags & (fl.BLANKING | fl.LOW_TRANSMISSION)) != 0
     overflow = ~finite & ~blank
     if overflow.any():
         raise NoValidDataError(f"{int(np.count_nonzero(overflow))} T_A* sample(s) are not "
