@@ -953,7 +953,8 @@ def _check_metadata(v: dict[str, np.ndarray], scan: int, where: str, full: bool,
                   "deg (the array is in radians)")
     if np.any(el < limits.min_elevation_rad):
         low = np.flatnonzero(el < limits.min_elevation_rad).tolist()
-        raise bad("elevation", f"elevation {np.degrees(el[low]).round(4).tolist()} deg in "
+        degs = ", ".join(f"{x:.3g}" for x in np.degrees(el[low]).tolist())
+        raise bad("elevation", f"elevation [{degs}] deg in "
                   f"subscan(s) {low} is below the minimum of "
                   f"{math.degrees(limits.min_elevation_rad):g} deg (option min_elevation_deg)")
     if np.any(v["freq_res"] == 0):

@@ -78,7 +78,7 @@ def arrays_of(store: Path) -> list[tuple[int, str]]:
     return found
 
 
-# -- corruption kinds: each returns a description; all change ONE node ---------------------------
+# -- corruption kinds: each returns a description; all change ONE node ----------------------
 
 @dataclass
 class Ctx:
@@ -279,7 +279,7 @@ KINDS: dict[str, Callable[[Ctx], str]] = {
 }
 
 
-# -- the property -----------------------------------------------------------------------------------
+# -- the property ----------------------------------------------------------------------------
 
 def run_all_stages(store: Path, scan: int, table: Any) -> str:
     """Read and calibrate one scan in memory; the outcome as a short string."""
