@@ -10,6 +10,7 @@ that names the scan and the array; a store that cannot be opened raises ``StoreE
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import logging
@@ -452,18 +453,24 @@ def _fs_dir(node: Any) -> Path | None:
     return Path(root) / node.path if node.path else Path(root)
 
 
+@functools.lru_cache(maxsize=64)
+def _real_root(root: Path) -> str:
+    return os.path.realpath(root)
+
+
 def _inside(real: str, root: Path) -> bool:
-    base = os.path.realpath(root)
+    base = _real_root(root)
     return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
         if test(mode):
             return name
-    return "not a regular file"
+    return "of an unknown file type"
 
 
 def _entry_problem(path: Path, store_root: Path, *, want_dir: bool) -> str | None:
@@ -522,21 +529,25 @@ def _member_names(group: Any) -> set[str]:
     return {name for name, _ in group.members()}
 
 
-def _has_member(group: Any, name: str, scan: int, where: str, store_root: Path) -> bool:
-    """Whether ``group`` has a child ``name``, opening only that child (``members()`` parses
-    every sibling, so one corrupt zarr.json would break every lookup). A child whose metadata
-    is unreadable counts as present: the read that follows reports it with scan and array.
-    A directory ``name`` without zarr metadata (or with metadata that is not a regular file
-    inside the store) is an ``L0FormatError``, never "absent": an optional array or a
+def _has_member(group: Any, name: str, scan: int, where: str, store_root: Path,
+                gdir: Path | None = None) -> bool:
+    """Whether ``group`` has a child ``name``. In a local store this is decided from the
+    directory alone (no zarr metadata is parsed; ``members()`` would parse every sibling, so
+    one corrupt zarr.json would break every lookup): a child directory with a metadata file is
+    present, even if that file is unreadable (the read that follows reports it with scan and
+    array). A directory ``name`` without zarr metadata (or with metadata that is not a regular
+    file inside the store) is an ``L0FormatError``, never "absent": an optional array or a
     ``calibration/`` group whose zarr.json was lost must not silently become zeros or the
-    loads of another scan.
+    loads of another scan. Other stores: opening the child decides.
     """
-    gdir = _fs_dir(group)
+    gdir = gdir if gdir is not None else _fs_dir(group)
     label = f"{where}/{name}" if where else f"{name}/"
     if gdir is not None:
-        problem = _group_dir_problem(gdir / name, store_root)
+        child = gdir / name
+        problem = _group_dir_problem(child, store_root)
         if problem is not None:
             raise L0FormatError(f"not a readable zarr node: {problem}", scan=scan, array=label)
+        return os.path.lexists(child)
     try:
         group[name]
     except KeyError:
@@ -897,7 +908,12 @@ class _Reader:
             needed = required and (full or name in ("mjd", "exptime"))
             if self.present(group, name):
                 stored.add(name)
-            values[name] = self.numeric(group, name, n, dtype, required=needed)
+                values[name] = self._numeric(group, name, ((n,),), f"[S] (data_5d has S = "
+                                             f"{n} subscans)").astype(dtype)
+            elif needed:
+                raise self.error(name, "missing array")
+            else:
+                values[name] = np.zeros(n, dtype=dtype)
         lloadsn = self.lloadsn(group, n)
         if lloadsn is not None:
             stored.add("lloadsn")

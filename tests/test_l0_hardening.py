@@ -589,3 +589,13 @@ def test_tiny_elevation_without_a_minimum_is_caught_at_the_data_level(broken_ses
     atm = atmosphere(ScanGeometry.of(data), load, prepared, CONFIG, atm_table)
     with pytest.raises(NoValidDataError, match="scan 1003, array 'spectra'.*BAD_CHANNEL"):
         calibrate(data, load, prepared, atm)
+
+
+def test_file_where_a_group_is_expected(broken_session):
+    src = broken_session / scan_group_name(1002) / "source"
+    shutil.rmtree(src)
+    src.write_text("not a group")
+    s = open_session(broken_session)
+    assert [(g.path, g.reason) for g in s.invalid_groups()] == [
+        ("scan_001002/source", "source is a regular file, expected a directory")]
+    fails(broken_session, 1002, L0FormatError, "source/", "is a regular file")
