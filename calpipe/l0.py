@@ -763,7 +763,7 @@ class _Reader:
             raise self.error(name, f"unsupported array metadata: {type(exc).__name__}: "
                                    f"{exc}") from exc
         if kinds is not None and dtype.kind not in kinds:
-            what = "strings" if kinds == "OUT" else "a numeric dtype"
+            what = "strings" if "U" in kinds else "a numeric dtype"
             raise self.error(name, f"expected {what}, got {arr.dtype}")
         if ndim is not None and len(shape) != ndim:
             raise self.error(name, f"expected {ndim} dimensions {describe}, got shape {shape}")

@@ -599,3 +599,8 @@ def test_file_where_a_group_is_expected(broken_session):
     assert [(g.path, g.reason) for g in s.invalid_groups()] == [
         ("scan_001002/source", "source is a regular file, expected a directory")]
     fails(broken_session, 1002, L0FormatError, "source/", "is a regular file")
+
+
+def test_numbers_where_strings_are_expected(broken_session):
+    replace_array(broken_session, 1002, "source/sobsmode", np.arange(5.0))
+    fails(broken_session, 1002, L0FormatError, "source/sobsmode", "expected strings, got float64")
