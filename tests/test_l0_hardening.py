@@ -604,3 +604,14 @@ def test_file_where_a_group_is_expected(broken_session):
 def test_numbers_where_strings_are_expected(broken_session):
     replace_array(broken_session, 1002, "source/sobsmode", np.arange(5.0))
     fails(broken_session, 1002, L0FormatError, "source/sobsmode", "expected strings, got float64")
+
+
+def test_store_reached_through_a_symlink_reads_normally(broken_session, scratch):
+    """Containment is judged against the store's real path: a store opened through a link
+    (a common deployment) is not 'outside itself'."""
+    link = scratch / "link.zarr"
+    link.symlink_to(broken_session)
+    s = open_session(link)
+    assert s.invalid_groups() == []
+    ref = open_session(broken_session).load_scan(1002).counts
+    assert np.array_equal(s.load_scan(1002).counts, ref, equal_nan=True)
