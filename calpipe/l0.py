@@ -218,6 +218,11 @@ class Session:
         directory without group metadata that holds a ``source/`` directory."""
         found = []
         for n in self.scans():
+            name = self._scan_groups[n]
+            if name in self._invalid:  # no readable group: its directories tell
+                if os.path.lexists(self.path / name / "source"):
+                    found.append(n)
+                continue
             try:
                 if self.has_source(n):
                     found.append(n)

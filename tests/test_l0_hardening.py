@@ -29,6 +29,7 @@ from calpipe.errors import (
     CalibrationError,
     L0FormatError,
     MetadataError,
+    MissingLoadError,
     NoValidDataError,
 )
 from calpipe.l0 import FILL_VALUE, ReadLimits, open_session, scan_group_name
@@ -615,3 +616,14 @@ def test_store_reached_through_a_symlink_reads_normally(broken_session, scratch)
     assert s.invalid_groups() == []
     ref = open_session(broken_session).load_scan(1002).counts
     assert np.array_equal(s.load_scan(1002).counts, ref, equal_nan=True)
+
+
+def test_load_scan_without_group_metadata_is_not_a_science_scan(broken_session):
+    """A broken calibration-only scan (no source/ directory) is reported, not calibrated;
+    the scans using its loads fail naming it."""
+    (broken_session / scan_group_name(1000) / "zarr.json").unlink()
+    s = open_session(broken_session)
+    assert [g.path for g in s.invalid_groups()] == ["scan_001000"]
+    assert s.scans() == [1000, 1001, 1002, 1003] and s.source_scans() == [1001, 1002, 1003]
+    with pytest.raises(MissingLoadError, match="scan 1002, array 'source/lloadsn'.*1000"):
+        s.load_calibration(1002)
