@@ -40,7 +40,7 @@ from calpipe.physics.calibrate import check_usable  # noqa: E402
 from calpipe.stages import ScanGeometry, atmosphere, calibrate, prepare, resolve  # noqa: E402
 from calpipe.testing import analytic_table, make_session, replace_array  # noqa: E402
 
-EXAMPLES = int(os.environ.get("CALPIPE_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("CALPIPE_FUZZ_EXAMPLES", "100"))
 RANDOM = os.environ.get("CALPIPE_FUZZ_RANDOM", "") not in ("", "0")
 TIMEOUT = 20.0  # seconds for one scan's read + stages: a hang fails the example
 CONFIG = CalibrationConfig()
