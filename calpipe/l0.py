@@ -10,6 +10,7 @@ that names the scan and the array; a store that cannot be opened raises ``StoreE
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import logging
@@ -236,6 +237,11 @@ class Session:
         directory without group metadata that holds a ``source/`` directory."""
         found = []
         for n in self.scans():
+            name = self._scan_groups[n]
+            if name in self._invalid:  # no readable group: its directories tell
+                if os.path.lexists(self.path / name / "source"):
+                    found.append(n)
+                continue
             try:
                 if self.has_source(n):
                     found.append(n)
@@ -496,18 +502,24 @@ def _fs_dir(node: Any) -> Path | None:
     return Path(root) / node.path if node.path else Path(root)
 
 
+@functools.lru_cache(maxsize=64)
+def _real_root(root: Path) -> str:
+    return os.path.realpath(root)
+
+
 def _inside(real: str, root: Path) -> bool:
-    base = os.path.realpath(root)
+    base = _real_root(root)
     return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
         if test(mode):
             return name
-    return "not a regular file"
+    return "of an unknown file type"
 
 
 def _entry_problem(path: Path, store_root: Path, *, want_dir: bool) -> str | None:
@@ -566,21 +578,25 @@ def _member_names(group: Any) -> set[str]:
     return {name for name, _ in group.members()}
 
 
-def _has_member(group: Any, name: str, scan: int, where: str, store_root: Path) -> bool:
-    """Whether ``group`` has a child ``name``, opening only that child (``members()`` parses
-    every sibling, so one corrupt zarr.json would break every lookup). A child whose metadata
-    is unreadable counts as present: the read that follows reports it with scan and array.
-    A directory ``name`` without zarr metadata (or with metadata that is not a regular file
-    inside the store) is an ``L0FormatError``, never "absent": an optional array or a
+def _has_member(group: Any, name: str, scan: int, where: str, store_root: Path,
+                gdir: Path | None = None) -> bool:
+    """Whether ``group`` has a child ``name``. In a local store this is decided from the
+    directory alone (no zarr metadata is parsed; ``members()`` would parse every sibling, so
+    one corrupt zarr.json would break every lookup): a child directory with a metadata file is
+    present, even if that file is unreadable (the read that follows reports it with scan and
+    array). A directory ``name`` without zarr metadata (or with metadata that is not a regular
+    file inside the store) is an ``L0FormatError``, never "absent": an optional array or a
     ``calibration/`` group whose zarr.json was lost must not silently become zeros or the
-    loads of another scan.
+    loads of another scan. Other stores: opening the child decides.
     """
-    gdir = _fs_dir(group)
+    gdir = gdir if gdir is not None else _fs_dir(group)
     label = f"{where}/{name}" if where else f"{name}/"
     if gdir is not None:
-        problem = _group_dir_problem(gdir / name, store_root)
+        child = gdir / name
+        problem = _group_dir_problem(child, store_root)
         if problem is not None:
             raise L0FormatError(f"not a readable zarr node: {problem}", scan=scan, array=label)
+        return os.path.lexists(child)
     try:
         group[name]
     except KeyError:
@@ -833,7 +849,7 @@ class _Reader:
             raise self.error(name, f"unsupported array metadata: {type(exc).__name__}: "
                                    f"{exc}") from exc
         if kinds is not None and dtype.kind not in kinds:
-            what = "strings" if kinds == "OUT" else "a numeric dtype"
+            what = "strings" if "U" in kinds else "a numeric dtype"
             raise self.error(name, f"expected {what}, got {arr.dtype}")
         if ndim is not None and len(shape) != ndim:
             raise self.error(name, f"expected {ndim} dimensions {describe}, got shape {shape}")
@@ -1026,7 +1042,12 @@ class _Reader:
             needed = required and (full or name in ("mjd", "exptime"))
             if self.present(group, name):
                 stored.add(name)
-            values[name] = self.numeric(group, name, n, dtype, required=needed)
+                values[name] = self._numeric(group, name, ((n,),), f"[S] (data_5d has S = "
+                                             f"{n} subscans)").astype(dtype)
+            elif needed:
+                raise self.error(name, "missing array")
+            else:
+                values[name] = np.zeros(n, dtype=dtype)
         lloadsn = self.lloadsn(group, n)
         if lloadsn is not None:
             stored.add("lloadsn")
@@ -1082,7 +1103,8 @@ def _check_metadata(v: dict[str, np.ndarray], scan: int, where: str, full: bool,
                   "deg (the array is in radians)")
     if np.any(el < limits.min_elevation_rad):
         low = np.flatnonzero(el < limits.min_elevation_rad).tolist()
-        raise bad("elevation", f"elevation {np.degrees(el[low]).round(4).tolist()} deg in "
+        degs = ", ".join(f"{x:.3g}" for x in np.degrees(el[low]).tolist())
+        raise bad("elevation", f"elevation [{degs}] deg in "
                   f"subscan(s) {low} is below the minimum of "
                   f"{math.degrees(limits.min_elevation_rad):g} deg (option min_elevation_deg)")
     if np.any(v["freq_res"] == 0):

@@ -23,11 +23,12 @@ every scan that points at it through ``lloadsn``, not one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -411,6 +412,164 @@ def hostile_attributes(store: Path, scan: int) -> None:
     group.attrs.update(HOSTILE_ATTRIBUTES)
 
 
+# -- issue 12: types, bounds, containment, integrity, tuning, no false success ----------------
+
+def _edit_metadata(store: Path, scan: int, path: str, edit: Callable[[dict[str, Any]], None]
+                   ) -> None:
+    from calpipe.testing import edit_metadata
+
+    edit_metadata(store, scan, path, edit)
+
+
+def non_numeric_coordinates(store: Path, scan: int) -> None:
+    """source/otf_lon stored as strings ("0.1", ...) instead of numbers."""
+    values = read_array(store, scan, "source/otf_lon")
+    replace_array(store, scan, "source/otf_lon",
+                  np.array([str(v) for v in values.ravel().tolist()],
+                           dtype=object).reshape(values.shape))
+
+
+def non_numeric_lloadsn(store: Path, scan: int) -> None:
+    """source/lloadsn stored as strings (breaks the Snakemake scan listing if unguarded)."""
+    values = read_array(store, scan, "source/lloadsn")
+    if has_own_calibration(store, scan):
+        delete_array(store, scan, "calibration")  # else lloadsn is not needed
+    replace_array(store, scan, "source/lloadsn", np.array([f"scan {v}" for v in values.tolist()],
+                                                          dtype=object))
+
+
+def nan_coordinates(store: Path, scan: int) -> None:
+    """source/otf_lat of dump 0, subscan 1 is NaN."""
+    values = read_array(store, scan, "source/otf_lat").astype(np.float64)
+    values[(0, 1) if values.ndim == 2 else (1,)] = np.nan
+    _overwrite(store, scan, "source/otf_lat", values)
+
+
+def tiny_elevation(store: Path, scan: int) -> None:
+    """source/elevation of subscan 2 is 1e-6 rad (positive, far below min_elevation_deg)."""
+    _set_metadata(store, scan, "source/elevation", 2, 1e-6)
+
+
+def _chunk_key(meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    if meta.get("zarr_format") == 2:
+        return meta, "chunks"
+    return meta["chunk_grid"]["configuration"], "chunk_shape"
+
+
+def zero_chunk_shape(store: Path, scan: int) -> None:
+    """source/data_5d declares a chunk shape of zeros (a ZeroDivisionError in zarr)."""
+    def edit(meta: dict[str, Any]) -> None:
+        box, key = _chunk_key(meta)
+        box[key] = [0] * len(box[key])
+
+    _edit_metadata(store, scan, "source/data_5d", edit)
+
+
+def huge_declared_shape(store: Path, scan: int) -> None:
+    """source/data_5d declares 2**40 channels (8 PiB as float64): refused before allocating."""
+    def edit(meta: dict[str, Any]) -> None:
+        meta["shape"][0] = 2**40
+
+    _edit_metadata(store, scan, "source/data_5d", edit)
+
+
+def tiny_chunks(store: Path, scan: int) -> None:
+    """source/data_5d declares 2**20 channels in chunks of one sample: 8e7 chunks (within the
+    memory budget, but reading them would take hours)."""
+    def edit(meta: dict[str, Any]) -> None:
+        meta["shape"][0] = 2**20
+        box, key = _chunk_key(meta)
+        box[key] = [1] * len(box[key])
+
+    _edit_metadata(store, scan, "source/data_5d", edit)
+
+
+def fifo_chunk(store: Path, scan: int) -> None:
+    """The second chunk file of source/data_5d is a FIFO (opening it would block forever)."""
+    from calpipe.testing import chunk_files
+
+    chunk = chunk_files(store, scan, "source/data_5d")[1]
+    chunk.unlink()
+    os.mkfifo(chunk)
+
+
+def symlink_outside(store: Path, scan: int) -> None:
+    """The first chunk file of source/mjd is a symbolic link to a file outside the store."""
+    from calpipe.testing import chunk_files
+
+    chunk = chunk_files(store, scan, "source/mjd")[0]
+    chunk.unlink()
+    chunk.symlink_to(Path(__file__).resolve())
+
+
+def missing_group_json(store: Path, scan: int) -> None:
+    """The scan group's zarr metadata file (zarr.json / .zgroup) is deleted."""
+    from calpipe.testing import metadata_file
+
+    metadata_file(store, scan, "").unlink()
+
+
+def missing_source_json(store: Path, scan: int) -> None:
+    """The source/ group's zarr metadata file is deleted (it used to make the scan look like a
+    calibration-only scan: silently not calibrated)."""
+    from calpipe.testing import metadata_file
+
+    metadata_file(store, scan, "source").unlink()
+
+
+def truncated_blosc_chunk(store: Path, scan: int) -> None:
+    """source/data_5d rewritten with the blosc codec (as Zarr v2 stores have it), then its
+    first chunk file cut to half its size (blosc decodes such a frame from foreign memory)."""
+    import zarr
+
+
+    values = read_array(store, scan, "source/data_5d")
+    adir = array_dir(store, scan, "source/data_5d")
+    fmt: Literal[2, 3] = 3 if (Path(store) / "zarr.json").exists() else 2
+    if fmt == 3:
+        comp: Any = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+    else:
+        import numcodecs
+
+        comp = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+    shutil.rmtree(adir)
+    arr = zarr.create_array(str(adir), shape=values.shape, dtype=np.int32, zarr_format=fmt,
+                            chunks=values.shape[:4] + (1,), compressors=comp)
+    arr[...] = values
+    truncate_chunk(store, scan, "source/data_5d", 0, 0.5)
+
+
+def _set_attribute(name: str, value: Any) -> Injector:
+    def inject(store: Path, scan: int) -> None:
+        import zarr
+
+        group = zarr.open_group(str(_group_dir(store, scan)), mode="r+")
+        group.attrs[name] = value
+
+    inject.__doc__ = f"Scan attribute {name} = {value!r}."
+    inject.__name__ = f"attribute_{name}"
+    return inject
+
+
+boolean_gain = _set_attribute("gs_xs", True)
+absurd_gain = _set_attribute("gs_xs", 1e-12)
+
+
+def loads_other_tuning(store: Path, scan: int) -> None:
+    """calibration/signal_freq of the scan's own loads is 1 GHz off the science scan's."""
+    _own_calibration(store, scan)
+    values = read_array(store, scan, "calibration/signal_freq")
+    _overwrite(store, scan, "calibration/signal_freq", values + 1e9)
+
+
+def all_on_filled(store: Path, scan: int) -> None:
+    """Every ON / OTF-ON subscan of source/data_5d is the int32 fill value (OFFs intact)."""
+    counts = read_array(store, scan, "source/data_5d").copy()
+    on = [i for i, m in enumerate(_modes(store, scan, "source/sobsmode")) if m.endswith("ON")]
+    counts[..., on] = FILL_VALUE
+    _overwrite(store, scan, "source/data_5d", counts)
+
+
 # -- store level ------------------------------------------------------------------------------
 
 def corrupt_root_json(store: Path) -> None:
@@ -521,6 +680,44 @@ SCAN_FAULTS: dict[str, ScanFault] = {f.name: f for f in (
               None),
     ScanFault("hostile_attributes", "path traversal / pickle-looking attribute values",
               hostile_attributes, None),
+    # issue 12
+    ScanFault("non_numeric_coordinates", "non-numeric coordinates (otf_lon as strings)",
+              non_numeric_coordinates,
+              _x("L0FormatError", "load", "source/otf_lon", "numeric dtype")),
+    ScanFault("non_numeric_lloadsn", "non-numeric lloadsn", non_numeric_lloadsn,
+              _x("L0FormatError", "load", "source/lloadsn", "numeric dtype")),
+    ScanFault("nan_coordinates", "NaN coordinates", nan_coordinates,
+              _x("MetadataError", "load", "source/otf_lat", "non-finite")),
+    ScanFault("tiny_elevation", "a tiny positive elevation (1e-6 rad)", tiny_elevation,
+              _x("MetadataError", "load", "source/elevation", "min_elevation_deg")),
+    ScanFault("zero_chunk_shape", "a zero chunk shape", zero_chunk_shape,
+              _x("L0FormatError", "load", "source/data_5d", "invalid chunk shape")),
+    ScanFault("huge_declared_shape", "a declared shape beyond the memory budget",
+              huge_declared_shape,
+              _x("L0FormatError", "load", "source/data_5d", "max_scan_gib")),
+    ScanFault("tiny_chunks", "a huge chunk count (tiny chunks)", tiny_chunks,
+              _x("L0FormatError", "load", "source/data_5d", "max_chunks_per_array")),
+    ScanFault("fifo_chunk", "a FIFO as a chunk file", fifo_chunk,
+              _x("L0FormatError", "load", "source/data_5d", "is a FIFO")),
+    ScanFault("symlink_outside", "a chunk file linked to a file outside the store",
+              symlink_outside,
+              _x("L0FormatError", "load", "source/mjd", "outside the store")),
+    ScanFault("missing_group_json", "a scan group without zarr.json", missing_group_json,
+              _x("L0FormatError", "load", "scan_", "no zarr metadata file")),
+    ScanFault("missing_source_json", "a source/ group without zarr.json", missing_source_json,
+              _x("L0FormatError", "load", "source/", "no zarr metadata file")),
+    ScanFault("truncated_blosc_chunk", "a half-truncated blosc chunk", truncated_blosc_chunk,
+              _x("L0FormatError", "load", "source/data_5d", "blosc header says")),
+    ScanFault("boolean_gain", "an instrument attribute of the wrong type (gs_xs = true)",
+              boolean_gain, _x("MetadataError", "resolve", "attrs/gs_xs", "not a number")),
+    ScanFault("absurd_gain", "absurd instrument gains (gs_xs = 1e-12)", absurd_gain,
+              _x("MetadataError", "resolve", "attrs/gs_xs", "signal weight")),
+    ScanFault("loads_other_tuning", "loads from another tuning (signal_freq + 1 GHz)",
+              loads_other_tuning,
+              _x("MetadataError", "resolve", "calibration/signal_freq",
+                 "another frequency set-up"), True),
+    ScanFault("all_on_filled", "all ON subscans filled", all_on_filled,
+              _x("NoValidDataError", "calibrate", "source/data_5d", "every ON sample")),
 )}
 
 

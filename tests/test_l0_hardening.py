@@ -29,6 +29,7 @@ from calpipe.errors import (
     CalibrationError,
     L0FormatError,
     MetadataError,
+    MissingLoadError,
     NoValidDataError,
 )
 from calpipe.l0 import FILL_VALUE, ReadLimits, open_session, scan_group_name
@@ -531,3 +532,98 @@ def test_json_helpers_round_trip(broken_session):
     before = json.loads(meta.read_text())
     edit_metadata(broken_session, 1002, "source/mjd", lambda m: None)
     assert json.loads(meta.read_text()) == before
+
+
+@pytest.mark.parametrize(("label", "checksum"), [("zstd", False), ("zstd+checksum", True),
+                                                 ("zstd+crc32c", True)])
+def test_payload_bit_flips_are_caught_only_with_a_checksum(broken_session, label, checksum):
+    """What the reader can and cannot see: a flipped byte inside a compressed payload without
+    a checksum decodes to other counts (zstd without its frame checksum, the zarr default);
+    with zstd's checksum or a crc32c codec every flip is an L0FormatError."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    comps: list[Any] = {"zstd": [ZstdCodec(level=0)],
+                        "zstd+checksum": [ZstdCodec(level=0, checksum=True)],
+                        "zstd+crc32c": [ZstdCodec(level=0), Crc32cCodec()]}[label]
+    values = read_array(broken_session, 1002, "source/data_5d")
+    adir = array_dir(broken_session, 1002, "source/data_5d")
+    shutil.rmtree(adir)
+    arr = zarr.create_array(str(adir), shape=values.shape, chunks=values.shape[:4] + (1,),
+                            dtype=np.int32, compressors=comps)
+    arr[...] = values
+    ref = open_session(broken_session).load_scan(1002).counts
+    chunk = chunk_files(broken_session, 1002, "source/data_5d")[0]
+    raw = chunk.read_bytes()
+    rng = np.random.default_rng(0)
+    caught = silent = 0
+    for _ in range(20):
+        pos = int(rng.integers(0, len(raw)))
+        flipped = bytearray(raw)
+        flipped[pos] ^= int(rng.integers(1, 256))
+        chunk.write_bytes(bytes(flipped))
+        try:
+            counts = open_session(broken_session).load_scan(1002).counts
+        except L0FormatError:
+            caught += 1
+        else:
+            silent += not np.array_equal(counts, ref, equal_nan=True)
+    if checksum:
+        assert caught == 20
+    else:
+        assert silent >= 15, (caught, silent)  # measured: 199 of 200 flips decode silently
+
+
+def test_tiny_elevation_without_a_minimum_is_caught_at_the_data_level(broken_session,
+                                                                     atm_table):
+    """With min_elevation_deg = 0 a 1e-6 rad elevation of the ON subscans passes the reader
+    (the OFFs keep theirs, so the pwv fit works); the airmass of 1e6 leaves no finite T_A*,
+    which is a NoValidDataError, not an all-NaN 'success'."""
+    el = read_array(broken_session, 1003, "source/elevation").copy()
+    modes = read_array(broken_session, 1003, "source/sobsmode").tolist()
+    on = [i for i, m in enumerate(modes) if m.strip().upper().endswith("ON")]
+    el[on] = 1e-6
+    replace_array(broken_session, 1003, "source/elevation", el)
+    s = open_session(broken_session, ReadLimits(min_elevation_rad=0.0))
+    data = s.load_scan(1003)
+    load = resolve(data, s.load_calibration(1003, data.meta.lloadsn), CONFIG)
+    prepared = prepare(data, CONFIG)
+    atm = atmosphere(ScanGeometry.of(data), load, prepared, CONFIG, atm_table)
+    with pytest.raises(NoValidDataError, match="scan 1003, array 'spectra'.*BAD_CHANNEL"):
+        calibrate(data, load, prepared, atm)
+
+
+def test_file_where_a_group_is_expected(broken_session):
+    src = broken_session / scan_group_name(1002) / "source"
+    shutil.rmtree(src)
+    src.write_text("not a group")
+    s = open_session(broken_session)
+    assert [(g.path, g.reason) for g in s.invalid_groups()] == [
+        ("scan_001002/source", "source is a regular file, expected a directory")]
+    fails(broken_session, 1002, L0FormatError, "source/", "is a regular file")
+
+
+def test_numbers_where_strings_are_expected(broken_session):
+    replace_array(broken_session, 1002, "source/sobsmode", np.arange(5.0))
+    fails(broken_session, 1002, L0FormatError, "source/sobsmode", "expected strings, got float64")
+
+
+def test_store_reached_through_a_symlink_reads_normally(broken_session, scratch):
+    """Containment is judged against the store's real path: a store opened through a link
+    (a common deployment) is not 'outside itself'."""
+    link = scratch / "link.zarr"
+    link.symlink_to(broken_session)
+    s = open_session(link)
+    assert s.invalid_groups() == []
+    ref = open_session(broken_session).load_scan(1002).counts
+    assert np.array_equal(s.load_scan(1002).counts, ref, equal_nan=True)
+
+
+def test_load_scan_without_group_metadata_is_not_a_science_scan(broken_session):
+    """A broken calibration-only scan (no source/ directory) is reported, not calibrated;
+    the scans using its loads fail naming it."""
+    (broken_session / scan_group_name(1000) / "zarr.json").unlink()
+    s = open_session(broken_session)
+    assert [g.path for g in s.invalid_groups()] == ["scan_001000"]
+    assert s.scans() == [1000, 1001, 1002, 1003] and s.source_scans() == [1001, 1002, 1003]
+    with pytest.raises(MissingLoadError, match="scan 1002, array 'source/lloadsn'.*1000"):
+        s.load_calibration(1002)
