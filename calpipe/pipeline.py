@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from calpipe import l1
 from calpipe.config import CalibrationConfig
 from calpipe.errors import ConfigError
-from calpipe.l0 import CalibrationSnapshot, ScanData, Session, open_session
+from calpipe.l0 import CalibrationSnapshot, ReadLimits, ScanData, Session, open_session
 from calpipe.products import CalibrationResult
 from calpipe.runner import (
     Failure,
@@ -171,6 +171,16 @@ def write_computed(out: Path, computed: ComputedScan) -> ScanStatus:
 ProgressCallback = Callable[[str, int, Any], None]  # (event, scan, payload)
 
 
+def reported_groups(session: Session) -> list[str]:
+    """Groups no scan run accounts for, for run_summary.json ``ignored_groups``: names that
+    are not ``scan_`` + digits, and scan-like directories that are not valid groups unless
+    their scan is a science scan (which then fails and is in failures.json). Both modes."""
+    science = set(session.source_scans())
+    return list(session.ignored_groups) + [
+        f"{g.path} ({g.reason})" for g in session.invalid_groups()
+        if g.scan is None or g.scan not in science]
+
+
 def select_scans(session: Session, scans: Sequence[int] | None) -> list[int]:
     """The source scans to calibrate: all, or the requested ones (ConfigError if absent)."""
     available = session.source_scans()
@@ -200,10 +210,10 @@ def calibrate_store(store: str | Path, out: str | Path,
         raise ConfigError(f"existing must be refuse, overwrite or add, not {existing!r}")
     store, out = Path(store), Path(out)
     t_start = time.perf_counter()
-    session = open_session(store)
+    session = open_session(store, ReadLimits.from_config(config))
     todo = select_scans(session, scans)
     table = table if table is not None else load_table(config)
-    result = PipelineResult(ignored_groups=list(session.ignored_groups))
+    result = PipelineResult(ignored_groups=reported_groups(session))
     with l1.output_lock(out):
         l1.init_store(out)
         invalidate_run_outputs(out)
@@ -382,7 +392,7 @@ def calibrate_single_scan(store: str | Path, scan: int, out: str | Path,
                           table: AtmosphereTable | None = None) -> ScanStatus:
     """Calibrate one scan in process (all stages); raises its CalibrationError on bad data."""
     store, out = Path(store), Path(out)
-    session = open_session(store)
+    session = open_session(store, ReadLimits.from_config(config))
     table = table if table is not None else load_table(config)
     with l1.output_lock(out):
         l1.init_store(out)

@@ -100,10 +100,10 @@ def _finish(run: ScanRun, rule: str, record: str | Path, artifacts: Sequence[str
 def run_resolve(store: str, scan: int, config: CalibrationConfig, artifact: str,
                 record: str) -> dict[str, Any]:
     """Rule resolve: the scan's metadata and its loads -> CalibrationLoadFull."""
-    from calpipe.l0 import open_session
+    from calpipe.l0 import ReadLimits, open_session
     from calpipe.stages import resolve
 
-    session = open_session(store)
+    session = open_session(store, ReadLimits.from_config(config))
     run = ScanRun(scan)
     extra: dict[str, Any] = {}
     with run:
@@ -120,11 +120,11 @@ def run_resolve(store: str, scan: int, config: CalibrationConfig, artifact: str,
 def run_prepare(store: str, scan: int, config: CalibrationConfig, artifact: str,
                 geometry: str, record: str) -> dict[str, Any]:
     """Rule prepare: the scan's metadata and OFF subscans -> PreparedData and ScanGeometry."""
-    from calpipe.l0 import open_session
+    from calpipe.l0 import ReadLimits, open_session
     from calpipe.physics.reference import off_subscans
     from calpipe.stages import ScanGeometry, prepare
 
-    session = open_session(store)
+    session = open_session(store, ReadLimits.from_config(config))
     run = ScanRun(scan)
     extra: dict[str, Any] = {}
     with run:
@@ -167,7 +167,7 @@ def run_calibrate(store: str, scan: int, session_name: str, config: CalibrationC
                   atmosphere_rec: str, status: str) -> ScanStatus:
     """Rule calibrate: the ON subscans -> T_A*, the L1 group (atomically), the scan status."""
     from calpipe import l1
-    from calpipe.l0 import combine_digests, open_session
+    from calpipe.l0 import ReadLimits, combine_digests, open_session
     from calpipe.physics.atmosphere import AtmosphereResult
     from calpipe.physics.loads import CalibrationLoadFull
     from calpipe.physics.reference import PreparedData
@@ -184,7 +184,7 @@ def run_calibrate(store: str, scan: int, session_name: str, config: CalibrationC
             load = _load(CalibrationLoadFull, resolve_art)
             prepared = _load(PreparedData, prepare_art)
             atm = _load(AtmosphereResult, atmosphere_art)
-            session = open_session(store)
+            session = open_session(store, ReadLimits.from_config(config))
             data = run.stage("load", session.load_scan, scan, subscans=prepared.on_index)
             run.l0_bytes_read += data.bytes_read
             result = run.stage("calibrate", calibrate, data, load, prepared, atm, config)

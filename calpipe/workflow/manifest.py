@@ -155,7 +155,9 @@ def build_manifest(session_name: str, store: str | Path, *, stamp_mode: str = "s
     t0 = time.perf_counter()
     session = open_session(store)  # StoreError: fatal
     source = session.source_scans()
-    ignored = list(session.ignored_groups)
+    from calpipe.pipeline import reported_groups
+
+    ignored = reported_groups(session)
     changed = 0
     for scan in source:
         stamp = scan_stamp(session, scan, stamp_mode)
