@@ -35,6 +35,7 @@ from calpipe.runner import (
     ScanStatus,
     invalidate_run_outputs,
     is_scan_fault,
+    reported_groups,
     run_summary,
     scan_provenance,
     write_run_outputs,
@@ -169,16 +170,6 @@ def write_computed(out: Path, computed: ComputedScan) -> ScanStatus:
 
 
 ProgressCallback = Callable[[str, int, Any], None]  # (event, scan, payload)
-
-
-def reported_groups(session: Session) -> list[str]:
-    """Groups no scan run accounts for, for run_summary.json ``ignored_groups``: names that
-    are not ``scan_`` + digits, and scan-like directories that are not valid groups unless
-    their scan is a science scan (which then fails and is in failures.json). Both modes."""
-    science = set(session.source_scans())
-    return list(session.ignored_groups) + [
-        f"{g.path} ({g.reason})" for g in session.invalid_groups()
-        if g.scan is None or g.scan not in science]
 
 
 def select_scans(session: Session, scans: Sequence[int] | None) -> list[int]:

@@ -223,6 +223,16 @@ def scan_provenance(config: Any, store: str | Path, table_model: str, table_dige
     }
 
 
+def reported_groups(session: Any) -> list[str]:
+    """Groups no scan run accounts for, for run_summary.json ``ignored_groups``: names that
+    are not ``scan_`` + digits, and scan-like directories that are not valid groups unless
+    their scan is a science scan (which then fails and is in failures.json). Both modes."""
+    science = set(session.source_scans())
+    return list(session.ignored_groups) + [
+        f"{g.path} ({g.reason})" for g in session.invalid_groups()
+        if g.scan is None or g.scan not in science]
+
+
 # -- the run ----------------------------------------------------------------------------------
 
 def exit_code(n_succeeded: int, n_failed: int) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 from calpipe.artifacts import atomic_write_text
 from calpipe.config import CalibrationConfig
 from calpipe.errors import ConfigError, StoreError
-from calpipe.runner import is_scan_fault
+from calpipe.runner import is_scan_fault, reported_groups
 from calpipe.workflow.paths import (
     RESULTS,
     check_session_names,
@@ -155,8 +155,6 @@ def build_manifest(session_name: str, store: str | Path, *, stamp_mode: str = "s
     t0 = time.perf_counter()
     session = open_session(store)  # StoreError: fatal
     source = session.source_scans()
-    from calpipe.pipeline import reported_groups
-
     ignored = reported_groups(session)
     changed = 0
     for scan in source:
