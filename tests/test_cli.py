@@ -4,6 +4,7 @@ verbosity after the command, the umask, disk full while writing, a dead prefetch
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import os
@@ -155,10 +156,8 @@ def test_dead_prefetch_thread_fails_the_run(session: Path, tmp_path: Path,
                                  pipeline.CalibrationConfig(atmosphere_table=_table(session)))
 
 
-def _all_parsers(parser: "argparse.ArgumentParser", prefix: str = "calpipe"
-                 ) -> "list[tuple[str, argparse.ArgumentParser]]":
-    import argparse
-
+def _all_parsers(parser: argparse.ArgumentParser, prefix: str = "calpipe"
+                 ) -> list[tuple[str, argparse.ArgumentParser]]:
     out = [(prefix, parser)]
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
