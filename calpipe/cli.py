@@ -230,7 +230,7 @@ def _cmd_atm_table(ns: argparse.Namespace, rest: list[str]) -> int:
     if ns.action == "build":
         from calpipe.atmosphere.am_builder import main as build_main
 
-        return build_main(rest)
+        return build_main([*rest, "-q"] if ns.quiet and "-q" not in rest else rest)
     from calpipe.atmosphere.tableio import default_table_path, load_default_table, load_table
 
     table = load_table(rest[0]) if rest else load_default_table()
@@ -324,16 +324,23 @@ def _cmd_manifest(ns: argparse.Namespace) -> int:
     from calpipe.workflow.manifest import build_manifest
     from calpipe.workflow.paths import check_session_names, manifest_path
 
+    # STORE and an explicit --configfile are where the user stands, not in DIRECTORY; the
+    # config's default and its stores are the workflow's, relative to DIRECTORY
+    store_arg = str(Path(ns.store).resolve()) if ns.store else None
+    configfile = (Path(ns.configfile) if ns.configfile
+                  else Path(ns.directory) / "config" / "config.yaml").resolve()
+    if not Path(ns.directory).is_dir():
+        raise ConfigError(f"--directory {ns.directory}: no such directory")
     os.chdir(ns.directory)
     config: dict[str, Any] = {}
-    if not ns.store or Path(ns.configfile).exists():
+    if not store_arg or configfile.exists():
         try:
-            config = yaml.safe_load(Path(ns.configfile).read_text()) or {}
+            config = yaml.safe_load(configfile.read_text()) or {}
         except OSError as exc:
-            raise ConfigError(f"cannot read {ns.configfile}: {exc}") from exc
+            raise ConfigError(f"cannot read {configfile}: {exc}") from exc
     stores = dict(config.get("stores") or {})
-    if ns.store:
-        stores = {ns.session: ns.store}
+    if store_arg:
+        stores = {ns.session: store_arg}
     if not stores:
         raise ConfigError("no stores: give STORE or a config file with 'stores'")
     check_session_names(stores)
@@ -354,15 +361,21 @@ def _add_workflow_commands(sub: Any) -> None:
     p.add_argument("--directory", "-d", default=".", help="working directory [.]")
     p.add_argument("--configfile", help="workflow config [config/config.yaml in DIRECTORY]")
     p.add_argument("--snakefile", help="Snakefile [the calpipe checkout's workflow/Snakefile]")
-    p.add_argument("--cores", "-c", help="cores for a local run (passed to snakemake)")
+    p.add_argument("--cores", "-c",
+                   help="cores for a local run (passed to snakemake) [the default profile: all]")
     p.set_defaults(func=_cmd_run, takes_rest=True)
 
     p = sub.add_parser("manifest", help="write the scan manifest(s) and input stamps of a run")
-    p.add_argument("store", nargs="?", help="one L0 store (else all stores of the config)")
+    p.add_argument("store", nargs="?",
+                   help="one L0 store, relative to the current directory (else every store "
+                        "of the config, relative to DIRECTORY)")
     p.add_argument("--session", default="demo", help="session name for STORE [demo]")
-    p.add_argument("--configfile", default="config/config.yaml",
-                   help="workflow config [config/config.yaml]")
-    p.add_argument("--directory", "-d", default=".", help="working directory [.]")
+    p.add_argument("--configfile",
+                   help="workflow config, relative to the current directory "
+                        "[DIRECTORY/config/config.yaml]")
+    p.add_argument("--directory", "-d", default=".",
+                   help="workflow working directory: the manifests go to "
+                        "DIRECTORY/results/<session>/ [.]")
     p.add_argument("--stamp", choices=("content", "stat"),
                    help="input stamp mode [config manifest.stamp, else stat]")
     p.set_defaults(func=_cmd_manifest)
@@ -412,31 +425,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
 
-    p = sub.add_parser("simulate", help="write a synthetic L0 session (and its truth)")
-    p.add_argument("output", type=Path)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--n-scans", type=int, help="scans in total, load scans included [12]")
-    p.add_argument("--load-every", type=int, help="a load scan every N scans [6]")
-    p.add_argument("--first-scan", type=int)
-    p.add_argument("--n-channels", type=int)
-    p.add_argument("--n-dumps", type=int)
-    p.add_argument("--n-receivers", type=int)
-    p.add_argument("--n-arrays", type=int)
-    p.add_argument("--frequency-ghz", type=float)
-    p.add_argument("--if-ghz", type=float)
-    p.add_argument("--bandwidth-ghz", type=float)
-    p.add_argument("--exptime-s", type=float)
-    p.add_argument("--pwv-mm", type=float)
-    p.add_argument("--sideband", choices=("dsb", "2sb"))
-    p.add_argument("--modes", help="science scan modes to cycle, e.g. tp,otf")
-    p.add_argument("--gain-drift-per-hour", type=float)
-    p.add_argument("--fill-fraction", type=float)
-    p.add_argument("--dead-channels", type=int)
-    p.add_argument("--zarr-format", type=int, choices=(2, 3))
-    p.add_argument("--no-noise", action="store_true")
-    p.add_argument("--no-truth", action="store_true")
-    p.add_argument("--atmosphere-table", help="table for the forward model [shipped]")
-    p.add_argument("--overwrite", action="store_true")
+    from calpipe.simulate import SimulationConfig
+
+    d = SimulationConfig()
+    p = sub.add_parser("simulate", help="write a synthetic L0 session (and its truth)",
+                       description="Write a deterministic synthetic L0 session and its truth "
+                                   "store OUTPUT.truth.zarr (docs/simulation.md).")
+    p.add_argument("output", type=Path, help="L0 session store to write (OUT.zarr)")
+    p.add_argument("--seed", type=int, help=f"random seed [{d.seed}]")
+    p.add_argument("--n-scans", type=int,
+                   help=f"scans in total, load scans included [{d.n_scans}]")
+    p.add_argument("--load-every", type=int,
+                   help=f"a calibration-only load scan every N scans [{d.load_every}]")
+    p.add_argument("--first-scan", type=int, help=f"number of the first scan [{d.first_scan}]")
+    p.add_argument("--n-channels", type=int, help=f"spectral channels [{d.n_channels}]")
+    p.add_argument("--n-dumps", type=int, help=f"dumps per subscan [{d.n_dumps}]")
+    p.add_argument("--n-receivers", type=int,
+                   help=f"receivers (pixels) per array [{d.n_receivers}]")
+    p.add_argument("--n-arrays", type=int, help=f"arrays (sub-bands) [{d.n_arrays}]")
+    p.add_argument("--frequency-ghz", type=float, metavar="GHZ",
+                   help=f"signal sky frequency at the reference channel [{d.frequency_ghz}]")
+    p.add_argument("--if-ghz", type=float, metavar="GHZ",
+                   help=f"intermediate frequency: image = signal - 2 IF [{d.if_ghz}]")
+    p.add_argument("--bandwidth-ghz", type=float, metavar="GHZ",
+                   help=f"spectrometer bandwidth [{d.bandwidth_ghz}]")
+    p.add_argument("--exptime-s", type=float, metavar="S",
+                   help=f"integration time per dump [{d.exptime_s}]")
+    p.add_argument("--pwv-mm", type=float, metavar="MM",
+                   help=f"precipitable water vapour of the sky [{d.pwv_mm}]")
+    p.add_argument("--sideband", choices=("dsb", "2sb"),
+                   help=f"dsb: gains 0.5 / 0.5; 2sb: 0.95 / 0.05 [{d.sideband}]")
+    p.add_argument("--modes", help="science scan modes to cycle, comma-separated, e.g. tp,otf "
+                                   f"[{','.join(d.modes)}]")
+    p.add_argument("--gain-drift-per-hour", type=float, metavar="FRACTION",
+                   help="fractional gain change per hour since the load scan "
+                        f"[{d.gain_drift_per_hour}]")
+    p.add_argument("--fill-fraction", type=float, metavar="FRACTION",
+                   help="fraction of ON dump spectra replaced by the fill value "
+                        f"[{d.fill_fraction}]")
+    p.add_argument("--dead-channels", type=int, metavar="N",
+                   help=f"channels per pixel with constant counts [{d.dead_channels}]")
+    p.add_argument("--zarr-format", type=int, choices=(2, 3),
+                   help=f"Zarr format of the store [{d.zarr_format}]")
+    p.add_argument("--no-noise", action="store_true", help="noise-free counts [noise on]")
+    p.add_argument("--no-truth", action="store_true",
+                   help="do not write OUTPUT.truth.zarr [written]")
+    p.add_argument("--atmosphere-table", help="atmosphere table of the forward model [shipped]")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUTPUT if it exists [refuse]")
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("calibrate", help="calibrate a session in process (prefetch mode)")
@@ -472,7 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("atm-table", help="build or describe an atmosphere table",
                        description="calpipe atm-table build OUT.npz [options] | "
                                    "calpipe atm-table info [TABLE]")
-    p.add_argument("action", choices=("build", "info"))
+    p.add_argument("action", choices=("build", "info"),
+                   help="build OUT.npz (options: calpipe atm-table build --help) or info "
+                        "[TABLE] (default: the shipped table)")
     p.set_defaults(func=_cmd_atm_table, takes_rest=True)
 
     _add_workflow_commands(sub)

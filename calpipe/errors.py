@@ -71,7 +71,13 @@ class NoValidDataError(CalibrationError):
 
 
 class ArtifactError(CalibrationError):
-    """A stage artifact is unreadable or belongs to another scan/config."""
+    """A stage artifact (workflow checkpoint file) is missing, truncated or unreadable.
+
+    Raised by ``calpipe.artifacts.load_artifact``; the workflow's jobs turn it into a job
+    failure (``calpipe.workflow.jobs._load``: a hard error, so ``--retries`` and
+    ``--keep-going`` apply) rather than a per-scan failure in failures.json. It does not check
+    that an artifact belongs to the same scan or configuration (Snakemake's rerun triggers
+    decide which artifacts are rebuilt)."""
 
 
 class ImportFormatError(CalpipeError):

@@ -8,8 +8,12 @@ arrays; its metrics are merged into the scan attribute ``qa`` and it sets flag b
   median of those values by more than ``TSYS_OUTLIER_FACTOR`` (either way) gets TSYS_OUTLIER
   on every channel and dump.
 - Baseline rms: rms about the mean of each dump spectrum over the line-free channels
-  (:func:`line_free_channels`), the median over dumps per spectrum; compared with the
-  radiometer noise 1 / sqrt(weight) of the same channels.
+  (:func:`line_free_channels`), the median over dumps per spectrum (reported, K).
+- Radiometer ratio: the channel-to-channel noise of each dump (second differences over
+  line-free channels, each normalised by its expected standard deviation from the weights,
+  :func:`noise_ratio`) against the radiometer equation; about 1 for radiometer-limited data
+  whatever lines or smooth baselines the band holds (a line wider than the band of a
+  64-channel spectrum included), and it warns above ``WARN_RADIOMETER_RATIO``.
 - The atmosphere-fit diagnostic (:func:`atmosphere_fit_diagnostic`) is computed by the
   atmosphere stage and stored in L1 (``atm_fit_observed_k`` / ``atm_fit_model_k``) so that the
   quick-look can show the fit without the L0 store or the atmosphere table.
@@ -278,6 +282,42 @@ def baseline_rms(spectra: np.ndarray, free: np.ndarray) -> np.ndarray:
         return np.nanmedian(std, axis=0)
 
 
+def noise_ratio(spectra: np.ndarray, weight: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """Channel-to-channel noise over the radiometer noise, median over dumps [R, A, S_on].
+
+    For each channel c with c - 1, c and c + 1 line-free, the second difference
+    x[c-1] - 2 x[c] + x[c+1] of one dump divided by its expected standard deviation
+    sqrt(v[c-1] + 4 v[c] + v[c+1]), v = 1 / weight; the rms of these over channels per dump
+    is 1 for independent channels at the radiometer noise, and a line, slope or curvature
+    smooth over a few channels adds next to nothing. NaN where fewer than 2 such channels.
+    """
+    n_c, n_d, n_r, n_a, n_s = spectra.shape
+    triple = free[:-2] & free[1:-1] & free[2:]
+    centre = np.nonzero(triple)[0] + 1
+    if centre.size < 2:
+        return np.full((n_r, n_a, n_s), np.nan)
+    with _quiet():
+        var = np.where(weight > 0, 1.0 / weight.astype(np.float64), np.nan)  # [C, R, A, S]
+    total = np.zeros((n_d, n_r, n_a, n_s))
+    count = np.zeros((n_d, n_r, n_a, n_s))
+    step = max(1, _channel_step(spectra.shape) // 3)
+    for i0 in range(0, centre.size, step):
+        c = centre[i0:i0 + step]
+        d2 = (spectra[c - 1].astype(np.float64) - 2.0 * spectra[c].astype(np.float64)
+              + spectra[c + 1].astype(np.float64))
+        sd = np.sqrt(var[c - 1] + 4.0 * var[c] + var[c + 1])[:, None]  # [c, 1, R, A, S]
+        with _quiet():
+            z = d2 / sd
+        ok = np.isfinite(z)
+        z[~ok] = 0.0
+        total += (z * z).sum(axis=0)
+        count += ok.sum(axis=0)
+    with _quiet():
+        ratio = np.sqrt(total / count)
+        ratio[count < 2] = np.nan
+        return np.nanmedian(ratio, axis=0)
+
+
 def radiometer_noise(weight: np.ndarray, free: np.ndarray) -> np.ndarray:
     """Expected per-dump noise 1 / sqrt(weight), median over ``free`` channels [R, A, S_on]."""
     w = weight[free].astype(np.float64)
@@ -330,11 +370,15 @@ def assess_scan(spectra: np.ndarray, flags: np.ndarray, t_sys: np.ndarray, weigh
     rms = baseline_rms(spectra, free) if enough else np.full(per_spec.shape, np.nan)
     expected = radiometer_noise(weight, free) if enough else np.full(per_spec.shape, np.nan)
     with np.errstate(all="ignore"):
-        ratio = rms / expected
+        baseline_ratio = rms / expected
+    ratio = noise_ratio(spectra, weight, free) if enough else np.full(per_spec.shape, np.nan)
     rms_pixel = _nanmedian(rms, axis=2)
     rms_median = float(_nanmedian(rms[usable])) if np.any(usable & np.isfinite(rms)) else np.nan
     ratio_ok = usable & np.isfinite(ratio)
     ratio_median = float(np.median(ratio[ratio_ok])) if ratio_ok.any() else np.nan
+    base_ok = usable & np.isfinite(baseline_ratio)
+    baseline_ratio_median = (float(np.median(baseline_ratio[base_ok])) if base_ok.any()
+                             else np.nan)
 
     fit_rms = np.nan
     if residual_rms_k is not None:
@@ -351,7 +395,7 @@ def assess_scan(spectra: np.ndarray, flags: np.ndarray, t_sys: np.ndarray, weigh
     if np.isfinite(fit_rms) and fit_rms > WARN_FIT_RESIDUAL_K:
         warnings_.append(f"pwv-fit residual rms {fit_rms:.2f} K (> {WARN_FIT_RESIDUAL_K:g} K)")
     if np.isfinite(ratio_median) and ratio_median > WARN_RADIOMETER_RATIO:
-        warnings_.append(f"baseline rms {ratio_median:.2f}x the radiometer noise "
+        warnings_.append(f"channel-to-channel noise {ratio_median:.2f}x the radiometer noise "
                          f"(> {WARN_RADIOMETER_RATIO:g})")
     if not enough:
         warnings_.append(f"only {counts['line_free_channels']} line-free channels: "
@@ -371,6 +415,7 @@ def assess_scan(spectra: np.ndarray, flags: np.ndarray, t_sys: np.ndarray, weigh
         "baseline_rms_k": _nested(rms_pixel),
         "baseline_rms_median_k": _finite_or_none(rms_median),
         "radiometer_ratio": _finite_or_none(ratio_median),
+        "baseline_ratio": _finite_or_none(baseline_ratio_median),
         **counts,
         "warnings": warnings_,
         "thresholds": dict(THRESHOLDS),

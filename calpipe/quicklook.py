@@ -9,9 +9,10 @@ channel and pixel; and the QA summary of the scan attributes.
 Everything comes from the L1 store alone (no L0 store, no atmosphere table). Big arrays are
 read one ON subscan at a time.
 
-Entry points: :func:`quicklook_scan` (one scan -> one PNG, for a Snakemake rule),
-:func:`quicklook_store` (every scan of a store; ``calpipe calibrate --quicklook``) and
-:func:`render_scan` (PNG bytes, used by the HTML report).
+Entry points: :func:`quicklook_store` (every scan of a store: ``calpipe calibrate
+--quicklook``, ``calpipe quicklook`` and the workflow's rule quicklook through
+``calpipe.workflow.snakemake_adapter``), :func:`quicklook_scan` (one scan -> one PNG, for
+scripts) and :func:`render_scan` (PNG bytes, used by the HTML report).
 """
 
 from __future__ import annotations

@@ -1,13 +1,16 @@
 """Campaign summary: one self-contained HTML file per L1 store (issue 8; docs/qa.md).
 
 ``calpipe report OUT.zarr [-o report.html]`` reads the scan groups' attributes (and the small
-``mjd`` array) of an L1 store, ``failures.json`` and ``run_summary.json`` next to the groups,
-and writes one HTML file with the plots embedded as base64 PNG: pwv, median T_sys and median
-T_rec versus time and versus scan number, a table of every scan (calibrated or failed, with
-its QA metrics) and a table of every failure.
+``time``, ``elevation`` and ``tau_signal`` arrays) of an L1 store, ``failures.json`` and
+``run_summary.json`` next to the groups, and writes one HTML file with the plots embedded as
+base64 PNG: pwv, median T_sys, median T_rec, elevation (with airmass) and median zenith tau
+versus time and versus scan number; a header naming the session, the input store and the
+configuration digest; a table of every scan (calibrated or failed, with its QA metrics and a
+link to its quick-look PNG when one exists) and a table of every failure.
 
-Entry points for the Snakemake workflow: :func:`write_report` (HTML), :func:`write_summary_png`
-(the campaign plot alone) and :func:`collect_rows` (the table as dicts).
+:func:`write_report` is what ``calpipe report`` and the workflow's rule report (through
+``calpipe.workflow.snakemake_adapter``) call; :func:`write_summary_png` (the campaign plot
+alone) and :func:`collect_rows` (the table rows) are for scripts.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ FAILURES_FILE = "failures.json"
 SUMMARY_FILE = "run_summary.json"
 MJD_EPOCH = dt.datetime(1858, 11, 17, tzinfo=dt.UTC)
 #: campaign plot size (inches) and resolution
-FIGSIZE = (13.0, 9.0)
+FIGSIZE = (13.0, 14.0)
 DPI = 100
 
 FailuresArg = str | Path | Sequence[Mapping[str, Any]] | None
@@ -57,6 +60,10 @@ class ScanRow:
     n_tsys_outliers: int | None = None
     baseline_rms_k: float | None = None
     radiometer_ratio: float | None = None
+    elevation_deg: float | None = None
+    airmass: float | None = None
+    tau_signal: float | None = None
+    quicklook: str = ""  # path of the quick-look PNG, when one exists
     warnings: list[str] = field(default_factory=list)
     stage: str = ""
     error: str = ""
@@ -109,6 +116,17 @@ def read_failures(failures: FailuresArg) -> list[dict[str, Any]] | None:
                                                         str(r.get("session", ""))))
 
 
+def _read_finite(group: Any, name: str) -> list[float]:
+    """The finite values of an optional array of a group (an empty list when absent)."""
+    from calpipe import l1
+
+    try:
+        values = np.asarray(l1.read_array(group, name), dtype=np.float64).ravel()
+    except KeyError:
+        return []
+    return [float(v) for v in values[np.isfinite(values)]]
+
+
 def _row_from_group(l1_store: Path, scan: int) -> ScanRow:
     from calpipe import l1
 
@@ -122,6 +140,10 @@ def _row_from_group(l1_store: Path, scan: int) -> ScanRow:
         mjd = float(m.min()) if m.size else None
     except KeyError:
         pass
+    elevation = _median(_read_finite(group, "elevation"))  # deg, one per ON subscan
+    airmass = (1.0 / float(np.sin(np.radians(elevation)))
+               if elevation is not None and 0.0 < elevation <= 90.0 else None)
+    tau = _median(_read_finite(group, "tau_signal"))
     pwv = a.get("pwv_mm")
     pwv_values = _flat_finite(pwv)
     tsys = _flat_finite(a.get("median_t_sys_k"))
@@ -138,6 +160,7 @@ def _row_from_group(l1_store: Path, scan: int) -> ScanRow:
                          else None),
         baseline_rms_k=_float(q.get("baseline_rms_median_k")),
         radiometer_ratio=_float(q.get("radiometer_ratio")),
+        elevation_deg=elevation, airmass=airmass, tau_signal=tau,
         warnings=[str(w) for w in q.get("warnings", []) or []],
     )
 
@@ -175,7 +198,7 @@ def _summary_figure(rows: Sequence[ScanRow]) -> Any:
 
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(3, 2, sharex="col")
+    axes = fig.subplots(5, 2, sharex="col")
     ok = [r for r in rows if r.status == "ok" and r.mjd is not None]
     failed = [r for r in rows if r.status == "failed"]
     times = [mjd_to_datetime(r.mjd).replace(tzinfo=None) for r in ok if r.mjd is not None]
@@ -184,6 +207,8 @@ def _summary_figure(rows: Sequence[ScanRow]) -> Any:
         ("pwv_mm", None, "pwv (mm)", "pwv"),
         ("median_t_sys_k", "t_sys_pixels_k", "T_sys (K)", "median T_sys (bars: pixel range)"),
         ("median_t_rec_k", "t_rec_pixels_k", "T_rec (K)", "median T_rec (bars: pixel range)"),
+        ("elevation_deg", None, "elevation (deg)", "elevation of the ON subscans (right: airmass)"),
+        ("tau_signal", None, "zenith tau (neper)", "median zenith opacity, signal sideband"),
     )
     for i, (name, spread, ylabel, title) in enumerate(quantities):
         values = np.array([np.nan if getattr(r, name) is None else getattr(r, name) for r in ok])
@@ -210,6 +235,8 @@ def _summary_figure(rows: Sequence[ScanRow]) -> Any:
             ax.grid(alpha=0.3)
             ax.ticklabel_format(axis="y", useOffset=False)
             _min_span(ax, values)
+            if name == "elevation_deg":
+                _airmass_axis(ax)
             if i == 0:
                 ax.set_title(f"{title} versus {'time (UTC)' if col == 0 else 'scan number'}")
             else:
@@ -221,20 +248,33 @@ def _summary_figure(rows: Sequence[ScanRow]) -> Any:
 
     if times:
         multi_day = (max(times) - min(times)).total_seconds() > 86400
-        axes[2, 0].xaxis.set_major_formatter(
+        axes[-1, 0].xaxis.set_major_formatter(
             mdates.DateFormatter("%m-%d %H:%M" if multi_day else "%H:%M"))
-        axes[2, 0].set_xlabel(f"time (UTC), from {min(times):%Y-%m-%d %H:%M}")
+        axes[-1, 0].set_xlabel(f"time (UTC), from {min(times):%Y-%m-%d %H:%M}")
     else:
-        axes[2, 0].set_xlabel("time (UTC)")
-    axes[2, 1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[2, 1].set_xlabel("scan number")
-    for label in axes[2, 0].get_xticklabels():
+        axes[-1, 0].set_xlabel("time (UTC)")
+    axes[-1, 1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1, 1].set_xlabel("scan number")
+    for label in axes[-1, 0].get_xticklabels():
         label.set_rotation(20)
         label.set_horizontalalignment("right")
     n_ok = sum(r.status == "ok" for r in rows)
     fig.suptitle(f"campaign summary: {n_ok} calibrated, {len(failed)} failed scan(s)",
                  fontsize=13, fontweight="bold")
     return fig
+
+
+def _airmass_axis(ax: Any) -> None:
+    """A right-hand axis with the plane-parallel airmass 1 / sin(elevation)."""
+    def to_airmass(el: Any) -> Any:
+        with np.errstate(all="ignore"):
+            return 1.0 / np.sin(np.radians(np.clip(el, 1.0, 90.0)))
+
+    def to_elevation(x: Any) -> Any:
+        with np.errstate(all="ignore"):
+            return np.degrees(np.arcsin(1.0 / np.clip(x, 1.0, None)))
+
+    ax.secondary_yaxis("right", functions=(to_airmass, to_elevation)).set_ylabel("airmass")
 
 
 def _min_span(ax: Any, values: np.ndarray, fraction: float = 0.05) -> None:
@@ -295,8 +335,9 @@ def _img(png: bytes, alt: str) -> str:
 
 def _scan_table(rows: Sequence[ScanRow]) -> str:
     head = ("scan", "status", "source", "mode", "start (UTC)", "pwv (mm)", "T_sys (K)",
-            "T_rec (K)", "fit rms (K)", "flagged", "T_sys outliers", "baseline rms (K)",
-            "rms / radiometer", "QA warnings / failure")
+            "T_rec (K)", "elevation (deg)", "airmass", "tau", "fit rms (K)", "flagged",
+            "T_sys outliers", "baseline rms (K)", "rms / radiometer", "QA warnings / failure",
+            "quick-look")
     out = ['<table id="scans">', "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head)
            + "</tr></thead>", "<tbody>"]
     for r in rows:
@@ -306,14 +347,17 @@ def _scan_table(rows: Sequence[ScanRow]) -> str:
         cells = [
             str(r.scan), r.status, r.source, r.mode, r.utc, _num(r.pwv_mm, ".3f"),
             _num(r.median_t_sys_k, ".1f"), _num(r.median_t_rec_k, ".1f"),
+            _num(r.elevation_deg, ".1f"), _num(r.airmass, ".3f"), _num(r.tau_signal, ".4f"),
             _num(r.fit_residual_rms_k, ".3f"),
             _num(r.flagged_fraction, ".2%"),
             "" if r.n_tsys_outliers is None else str(r.n_tsys_outliers),
             _num(r.baseline_rms_k, ".4f"), _num(r.radiometer_ratio, ".2f"), note,
         ]
-        text_cols = {1, 2, 3, 4, 13}
+        text_cols = {1, 2, 3, 4, 16}
         tds = "".join(f'<td class="text">{_e(c)}</td>' if i in text_cols else f"<td>{_e(c)}</td>"
                       for i, c in enumerate(cells))
+        tds += (f'<td class="text"><a class="quicklook" href="{_e(r.quicklook)}">PNG</a></td>'
+                if r.quicklook else '<td class="text"></td>')
         out.append(f'<tr class="{cls}" data-scan="{r.scan}">{tds}</tr>')
     out.append("</tbody></table>")
     return "\n".join(out)
@@ -342,14 +386,53 @@ def _read_summary(summary: str | Path | Mapping[str, Any] | None) -> dict[str, A
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def session_name(store: Path, summary: Mapping[str, Any]) -> str:
+    """The session of a run: the ``session`` of its scans (workflow), else the name of the
+    input store (in-process), else the name of the L1 store."""
+    names = sorted({str(r.get("session")) for r in summary.get("scans", []) or []
+                    if isinstance(r, Mapping) and r.get("session")})
+    if names:
+        return ", ".join(names)
+    if summary.get("input_store"):
+        return Path(str(summary["input_store"])).stem
+    return store.stem
+
+
+def quicklook_dirs(l1_store: str | Path) -> list[Path]:
+    """Where the quick-looks of an L1 store are written: ``OUT_quicklook/`` next to
+    ``OUT.zarr`` (``calpipe calibrate --quicklook``, ``calpipe quicklook``) and
+    ``quicklook/`` next to it (the workflow: ``results/<session>/quicklook/``)."""
+    from calpipe.quicklook import default_quicklook_dir
+
+    store = Path(l1_store)
+    return [default_quicklook_dir(store), store.parent / "quicklook"]
+
+
+def attach_quicklooks(rows: Sequence[ScanRow], l1_store: str | Path, html_dir: Path) -> None:
+    """Set ``row.quicklook`` to the PNG's path relative to ``html_dir`` where one exists."""
+    import os
+
+    from calpipe.quicklook import quicklook_path
+
+    for r in rows:
+        if r.status != "ok":
+            continue
+        for d in quicklook_dirs(l1_store):
+            png = quicklook_path(d, r.scan)
+            if png.is_file():
+                r.quicklook = Path(os.path.relpath(png.resolve(), html_dir.resolve())).as_posix()
+                break
+
+
 def _meta_table(store: Path, summary: Mapping[str, Any], rows: Sequence[ScanRow],
                 failures_known: bool = True) -> str:
     n_ok = sum(r.status == "ok" for r in rows)
     n_fail = sum(r.status == "failed" for r in rows)
     failed = f"{n_fail} failed" if failures_known else "failures unknown (no failures.json)"
-    items: list[tuple[str, Any]] = [("L1 store", store.resolve()),
+    items: list[tuple[str, Any]] = [("session", session_name(store, summary)),
+                                    ("L1 store", store.resolve()),
                                     ("scans", f"{n_ok} calibrated, {failed}")]
-    for key in ("orchestration", "input_store", "calpipe_version", "config_digest", "exit_code",
+    for key in ("input_store", "config_digest", "orchestration", "calpipe_version", "exit_code",
                 "wall_seconds"):
         if key in summary:
             value = summary[key]
@@ -362,12 +445,15 @@ def _meta_table(store: Path, summary: Mapping[str, Any], rows: Sequence[ScanRow]
 
 def render_html(l1_store: str | Path, failures: FailuresArg = None,
                 summary: str | Path | Mapping[str, Any] | None = None, *,
-                embed_quicklooks: bool = False, title: str | None = None) -> str:
-    """The campaign report as one HTML string (see :func:`write_report`)."""
+                embed_quicklooks: bool = False, title: str | None = None,
+                html_dir: str | Path | None = None) -> str:
+    """The campaign report as one HTML string (see :func:`write_report`); quick-look links
+    are relative to ``html_dir`` (default: the directory holding the L1 store)."""
     from calpipe import __version__
 
     store = Path(l1_store)
     rows = collect_rows(store, failures)
+    attach_quicklooks(rows, store, Path(html_dir) if html_dir is not None else store.parent)
     failures_path = store / FAILURES_FILE if failures is None else failures
     fails = read_failures(failures_path)
     known = fails is not None
@@ -379,9 +465,12 @@ def render_html(l1_store: str | Path, failures: FailuresArg = None,
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         f"<title>{_e(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
         f"<h1>{_e(title)}</h1>",
+        f'<p id="header">session <b>{_e(session_name(store, info))}</b>; input store '
+        f'<code>{_e(info.get("input_store", "unknown (no run_summary.json)"))}</code>; '
+        f'configuration digest <code>{_e(info.get("config_digest", "unknown"))}</code></p>',
         f"<p>Written {now} by calpipe {_e(__version__)}. QA definitions: docs/qa.md.</p>",
         _meta_table(store, info, rows, known),
-        '<h2 id="plots">pwv, T_sys and T_rec</h2>',
+        '<h2 id="plots">pwv, T_sys, T_rec, elevation, airmass and zenith tau</h2>',
         _img(summary_png(rows), "campaign summary plot"),
         f'<h2 id="scan-table">Scans ({len(rows)})</h2>', _scan_table(rows),
         f'<h2 id="failure-table">Failures ({len(fails) if known else "unknown"})</h2>',
@@ -410,12 +499,14 @@ def write_report(l1_store: str | Path, html_path: str | Path, failures: Failures
     ``failures``: a failures.json path or a parsed list (default ``<l1_store>/failures.json``);
     ``summary``: a run_summary.json path or dict (default ``<l1_store>/run_summary.json``);
     ``embed_quicklooks``: also embed every scan's quick-look (about 0.5 MB per scan).
+    Scans whose quick-look PNG exists (:func:`quicklook_dirs`) get a link to it, relative to
+    the HTML file.
     """
     from calpipe.artifacts import atomic_write_text
 
-    text = render_html(l1_store, failures, summary, embed_quicklooks=embed_quicklooks,
-                       title=title)
     path = Path(html_path)
+    text = render_html(l1_store, failures, summary, embed_quicklooks=embed_quicklooks,
+                       title=title, html_dir=path.parent)
     atomic_write_text(path, text)
     path.chmod(0o644)  # mkstemp creates 0600; a report is for sharing
     log.info("wrote the campaign report %s", path)

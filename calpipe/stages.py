@@ -313,7 +313,7 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
     rp, ap = (load.gamma.shape[1], load.gamma.shape[2]) if config.pwv_per_pixel else (1, 1)
     method, message, converged, iterations = "fit", "", True, 0
     if config.pwv_fixed_mm is not None:
-        method = "fixed"
+        method, converged = "fixed", False  # no fit ran
         pwv = np.full((rp, ap), float(config.pwv_fixed_mm))
         rms = np.array([[residual_rms(model, s_obs, weight, load.t_hot_eff, float(pwv[0, 0]))]])
         rms = np.broadcast_to(rms, (rp, ap)).copy()

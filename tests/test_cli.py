@@ -4,6 +4,7 @@ verbosity after the command, the umask, disk full while writing, a dead prefetch
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import os
@@ -153,3 +154,96 @@ def test_dead_prefetch_thread_fails_the_run(session: Path, tmp_path: Path,
     with pytest.raises(RuntimeError, match="prefetch thread died"):
         pipeline.calibrate_store(session, tmp_path / "o.zarr",
                                  pipeline.CalibrationConfig(atmosphere_table=_table(session)))
+
+
+def _all_parsers(parser: argparse.ArgumentParser, prefix: str = "calpipe"
+                 ) -> list[tuple[str, argparse.ArgumentParser]]:
+    out = [(prefix, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += _all_parsers(sub, f"{prefix} {name}")
+    return out
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    """Issue 15: help texts for every option and argument of every subcommand (and of
+    ``calpipe atm-table build``, whose parser is the builder's own)."""
+    import argparse
+
+    from calpipe.atmosphere import am_builder
+
+    parsers = _all_parsers(cli.build_parser())
+    names = {name for name, _ in parsers}
+    assert {"calpipe simulate", "calpipe calibrate", "calpipe manifest", "calpipe run",
+            "calpipe import sdfits", "calpipe export", "calpipe report"} <= names
+    captured: dict[str, argparse.ArgumentParser] = {}
+    orig = argparse.ArgumentParser.parse_args
+
+    def grab(self: argparse.ArgumentParser, *a: object, **k: object) -> object:
+        captured["p"] = self
+        raise SystemExit(0)
+
+    argparse.ArgumentParser.parse_args = grab  # type: ignore[assignment,method-assign]
+    try:
+        with pytest.raises(SystemExit):
+            am_builder.main(["x.npz"])
+    finally:
+        argparse.ArgumentParser.parse_args = orig  # type: ignore[method-assign]
+    build = captured["p"]
+    parsers.append(("calpipe atm-table build", build))
+    missing = [f"{name} {'/'.join(a.option_strings) or a.dest}"
+               for name, p in parsers for a in p._actions
+               if not isinstance(a, argparse._SubParsersAction)
+               and (a.help is None or not str(a.help).strip())]
+    assert missing == []
+    # defaults are said: every optional option with a non-trivial default names it
+    sim = dict(parsers)["calpipe simulate"]
+    assert "[2048]" in sim.format_help() and "[12]" in sim.format_help()
+
+
+def test_manifest_store_is_relative_to_where_the_user_stands(
+        session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``calpipe manifest u/small.zarr -d u/wf`` reads u/small.zarr from the current
+    directory, not u/wf/u/small.zarr (issue 15)."""
+    from calpipe.workflow.paths import manifest_path
+
+    (tmp_path / "u" / "wf").mkdir(parents=True)
+    shutil.copytree(session, tmp_path / "u" / "small.zarr")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["-q", "manifest", "u/small.zarr", "-d", "u/wf", "--session", "s1"]) == 0
+    manifest = json.loads((tmp_path / "u" / "wf" / manifest_path("s1")).read_text())
+    assert manifest["store"] == str((tmp_path / "u" / "small.zarr").resolve())
+    assert "from " + str((tmp_path / "u" / "small.zarr").resolve()) in capsys.readouterr().out
+    # a store that exists only relative to -d is not found
+    shutil.copytree(session, tmp_path / "u" / "wf" / "only.zarr")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["-q", "manifest", "only.zarr", "-d", "u/wf"]) == 1
+
+
+def test_atm_table_build_shows_progress_with_an_estimate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``calpipe atm-table build`` draws a progress bar (runs done / total, elapsed,
+    remaining) on stderr without -v; -q silences it."""
+    import numpy as np
+
+    from calpipe.atmosphere import am_builder
+
+    calls: list[float] = []
+
+    def fake(job: tuple[str, float, float, float, float]) -> tuple[np.ndarray, ...]:
+        calls.append(job[4])
+        f = np.array([220.0, 220.5, 221.0])
+        return f, 0.01 * job[4] * np.ones(3), 250.0 * np.ones(3)
+
+    monkeypatch.setattr(am_builder, "_node_job", fake)
+    args = ["atm-table", "build", str(tmp_path / "t.npz"), "--fmin", "220", "--fmax", "221",
+            "--step", "500", "--pwv-nodes", "3", "--pressures", "500,600", "--workers", "1"]
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert len(calls) == 6 and (tmp_path / "t.npz").exists()
+    assert "am runs" in err and "6/6" in err and "remaining" in err
+    assert cli.main(["-q", *args[:2], str(tmp_path / "u.npz"), *args[3:]]) == 0
+    assert capsys.readouterr().err == ""

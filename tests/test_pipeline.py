@@ -197,6 +197,12 @@ def test_rerun_is_bit_identical(session, tmp_path):
         a, b = l1.read_scan(tmp_path / "a.zarr", n), l1.read_scan(tmp_path / "b.zarr", n)
         for name in l1.DIMS:
             assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+        # the attributes too, except the two docs/l1-format.md names: provenance.utc, timings_s
+        attrs_a, attrs_b = json.loads(json.dumps(a.attrs)), json.loads(json.dumps(b.attrs))
+        assert attrs_a.pop("timings_s") != {} and "timings_s" in attrs_b
+        attrs_b.pop("timings_s")
+        assert attrs_a["provenance"].pop("utc") and attrs_b["provenance"].pop("utc")
+        assert attrs_a == attrs_b
 
 
 def test_second_writer_is_refused(session, tmp_path):

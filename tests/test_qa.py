@@ -138,3 +138,47 @@ def test_clean_session_qa(small_session: Path, scratch: Path) -> None:
         assert 0.7 < q["radiometer_ratio"] < 1.3
         assert q["line_channels"] > 0 and q["line_free_channels"] > 100
         assert q["baseline_rms_median_k"] > 0
+
+
+@pytest.mark.parametrize("n_channels", [64, 2048])
+def test_simulated_noise_never_warns(n_channels: int, scratch: Path) -> None:
+    """Simulated sessions (radiometer noise, a 20-channel line that covers most of a
+    64-channel band, ripple in the gain): the radiometer ratio is 1 within a few percent and
+    no scan gets a noise warning (with the old rms-about-the-mean ratio, 64 channels gave
+    3.7-7.7 and a warning on every scan)."""
+    from calpipe.testing import make_session
+
+    session = make_session(scratch / "s.zarr", table=analytic_table(), n_scans=4,
+                           load_every=4, n_channels=n_channels, n_receivers=2, n_arrays=2,
+                           n_dumps=8)
+    out = scratch / "l1.zarr"
+    calibrate_store(session, out, table=analytic_table())
+    scans = l1.list_scans(out)
+    assert len(scans) == 3
+    for scan in scans:
+        q = l1.open_scan(out, scan).attrs["qa"]
+        assert 0.9 < q["radiometer_ratio"] < 1.1, (scan, q["radiometer_ratio"])
+        assert not any("radiometer noise" in w for w in q["warnings"]), q["warnings"]
+
+
+def test_noise_ratio_sees_excess_noise_not_lines() -> None:
+    rng = np.random.default_rng(5)
+    n_c, n_d, sigma = 64, 30, 0.05
+    c = np.arange(n_c)
+    broad = 2.0 * np.exp(-0.5 * ((c - 32) / 20.0) ** 2)  # wider than the band
+    weight = np.full((n_c, 1, 1, 2), 1 / sigma**2, dtype=np.float32)
+    spectra = broad[:, None, None, None, None] + rng.normal(0, sigma, (n_c, n_d, 1, 1, 2))
+    spectra[:, :, :, :, 1] += rng.normal(0, 1.5 * sigma, (n_c, n_d, 1, 1))  # 3.25x the var.
+    free = np.ones(n_c, dtype=bool)
+    free[:3] = free[-3:] = False
+    ratio = qa.noise_ratio(spectra, weight, free)
+    assert ratio[0, 0, 0] == pytest.approx(1.0, abs=0.08)
+    assert ratio[0, 0, 1] == pytest.approx(np.sqrt(3.25), abs=0.1)
+    # the rms about the mean sees the line: ~14x here
+    assert qa.baseline_rms(spectra, free)[0, 0, 0] / sigma > 5
+    flags = np.zeros(spectra.shape, dtype=np.uint16)
+    t_sys = np.full((n_c, 1, 1, 2), 100.0, dtype=np.float32)
+    noisy = np.repeat(spectra[..., 1:], 2, axis=-1)
+    m = qa.assess_scan(noisy.astype(np.float32), flags, t_sys, weight)
+    assert m["radiometer_ratio"] == pytest.approx(np.sqrt(3.25), abs=0.1)
+    assert any("radiometer noise" in w for w in m["warnings"])

@@ -154,7 +154,7 @@ def test_report_lists_every_scan_and_failure(campaign: tuple[Path, Path],
     modes = {int(cells[0]): cells[3] for _, cells in rows}
     assert modes[1001] == "tp" and modes[1002] == "otf"
     broken = next(cells for _, cells in rows if int(cells[0]) == BROKEN_SCAN)
-    assert "NoReferenceError" in broken[-1]
+    assert "NoReferenceError" in broken[-2]  # the last column: the quick-look link
     failures = json.loads((out / "failures.json").read_text())
     frows = page.tables["failures"]
     assert len(frows) == len(failures) == 1
@@ -164,6 +164,55 @@ def test_report_lists_every_scan_and_failure(campaign: tuple[Path, Path],
     with _decode_png(page.images[0]) as im:
         assert im.size == (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
     assert "http" not in "".join(page.images)
+
+
+def test_report_header_conditions_and_quicklook_links(campaign: tuple[Path, Path],
+                                                       tmp_path: Path) -> None:
+    import re
+
+    session, out = campaign
+    summary = json.loads((out / "run_summary.json").read_text())
+    quicklook_store(out)  # OUT_quicklook/ next to the store
+    html = write_report(out, tmp_path / "sub" / "report.html")
+    text = html.read_text()
+    header = re.search(r'<p id="header">(.*?)</p>', text)
+    assert header is not None
+    assert f"session <b>{session.stem}</b>" in header.group(1)
+    assert summary["input_store"] in header.group(1)
+    assert summary["config_digest"] in header.group(1)
+    meta = {cells[0]: cells[1] for _, cells in _parse(html).tables["run"]}
+    assert meta["session"] == session.stem
+    assert meta["config_digest"] == summary["config_digest"]
+    # a link per calibrated scan, relative to the HTML file, to a PNG that exists
+    links = dict(re.findall(r'data-scan="(\d+)">.*?<a class="quicklook" href="([^"]+)"', text))
+    assert sorted(map(int, links)) == [1001, 1002, 1005]
+    for scan, href in links.items():
+        assert not href.startswith("/")
+        assert (html.parent / href).resolve() == (default_quicklook_dir(out)
+                                                  / f"scan_{int(scan):06d}.png").resolve()
+    # elevation, airmass and tau per scan (the simulator: 60 -> 40 deg over the session)
+    head = re.search(r'<table id="scans">\s*<thead><tr>(.*?)</tr>', text)
+    assert head is not None
+    columns = re.findall(r"<th>(.*?)</th>", head.group(1))
+    rows = {int(cells[0]): cells for _, cells in _parse(html).tables["scans"]}
+    for scan in (1001, 1002, 1005):
+        cells = dict(zip(columns, rows[scan], strict=True))
+        el = l1.open_scan(out, scan).elevation.values
+        assert float(cells["elevation (deg)"]) == pytest.approx(np.median(el), abs=0.05)
+        assert float(cells["airmass"]) == pytest.approx(
+            1 / np.sin(np.radians(np.median(el))), abs=2e-3)
+        tau = np.median(l1.open_scan(out, scan).tau_signal.values)
+        assert float(cells["tau"]) == pytest.approx(tau, abs=1e-4)
+        assert 40.0 <= float(cells["elevation (deg)"]) <= 60.0
+    # the workflow's layout: results/<session>/quicklook next to results/<session>/l1.zarr
+    shutil.rmtree(default_quicklook_dir(out))
+    html2 = write_report(out, tmp_path / "r2.html")
+    assert 'class="quicklook"' not in html2.read_text()  # no PNG: no link
+    quicklook_store(out, out.parent / "quicklook")
+    html3 = write_report(out, out.parent / "report.html")
+    assert 'href="quicklook/scan_001001.png"' in html3.read_text()
+    shutil.rmtree(out.parent / "quicklook")
+    (out.parent / "report.html").unlink()
 
 
 def test_report_cli_default_path_and_failure_list(campaign: tuple[Path, Path],

@@ -24,6 +24,7 @@ CLI: ``python -m calpipe.atmosphere.am_builder --help`` (wired as ``calpipe atm-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -32,7 +33,7 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from importlib import metadata
 from pathlib import Path
@@ -262,6 +263,14 @@ def _node_job(job: tuple[str, float, float, float, float]) -> tuple[np.ndarray, 
     return _run_am(amc, [f"{fmin:.9g}", f"{fmax:.9g}", f"{step:.9g}", "0", f"{pwv:.9g}"])
 
 
+def _node_done(done: int, total: int, t0: float, progress: bool,
+               on_node: Callable[[int, int], None] | None) -> None:
+    if progress:
+        log.info("am node %d/%d done (%.0f s)", done, total, time.monotonic() - t0)
+    if on_node is not None:
+        on_node(done, total)
+
+
 def build_table(
     freq_min_ghz: float,
     freq_max_ghz: float,
@@ -273,9 +282,12 @@ def build_table(
     workers: int = 2,
     progress: bool = True,
     command_line: str | None = None,
+    on_node: Callable[[int, int], None] | None = None,
 ) -> AtmosphereTable:
     """Run am on every (ground pressure, pwv) node; return the zenith table.
 
+    ``on_node(done, total)`` is called after each node (the command line's progress bar);
+    ``progress`` logs each node at INFO.
     Frequencies are am's grid: multiples of ``step_mhz`` inside [freq_min, freq_max].
     ``ground_temperature_k`` None: the AFGL tropical temperature at each ground pressure.
     """
@@ -298,13 +310,11 @@ def build_table(
         with ProcessPoolExecutor(max_workers=workers) as ex:
             for i, r in enumerate(ex.map(_node_job, jobs)):
                 results.append(r)
-                if progress:
-                    log.info("am node %d/%d done (%.0f s)", i + 1, len(jobs), time.monotonic() - t0)
+                _node_done(i + 1, len(jobs), t0, progress, on_node)
     else:
         for i, job in enumerate(jobs):
             results.append(_node_job(job))
-            if progress:
-                log.info("am node %d/%d done (%.0f s)", i + 1, len(jobs), time.monotonic() - t0)
+            _node_done(i + 1, len(jobs), t0, progress, on_node)
     f_ghz = results[0][0]
     nf = f_ghz.size
     freq_hz = f_ghz * 1e9
@@ -507,6 +517,30 @@ def resolved_command(ns: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
+@contextlib.contextmanager
+def _progress_bar(total: int, disable: bool) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr (am runs done / total, elapsed, estimate remaining)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("[bold]am runs"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("remaining"), TimeRemainingColumn(),
+                  console=Console(stderr=True), disable=disable) as bar:
+        task = bar.add_task("am", total=total)
+
+        def on_node(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield on_node
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``calpipe atm-table build``: build an am table and save it (.npz)."""
     ap = argparse.ArgumentParser(
@@ -529,10 +563,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ground-temperature", type=float, default=None,
                     help="ground temperature K (default: AFGL tropical T at each pressure)")
     ap.add_argument("--workers", type=int, default=2, help="parallel am processes [2]")
-    ap.add_argument("-q", "--quiet", action="store_true")
+    ap.add_argument("-q", "--quiet", action="store_true",
+                    help="no progress bar (errors only)")
     ns = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if ns.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     # am-python logs every parse and the "lines narrower than the grid" notice (expected here)
     logging.getLogger("_am").setLevel(logging.ERROR)
     from .tableio import save_table
@@ -541,9 +575,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = "calpipe atm-table build " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
     )
-    table = build_table(ns.fmin, ns.fmax, ns.step, pwv, ns.pressures,
-                        ground_temperature_k=ns.ground_temperature, workers=ns.workers,
-                        progress=not ns.quiet, command_line=cmd)
+    with _progress_bar(len(ns.pressures) * pwv.size, disable=ns.quiet) as on_node:
+        table = build_table(ns.fmin, ns.fmax, ns.step, pwv, ns.pressures,
+                            ground_temperature_k=ns.ground_temperature, workers=ns.workers,
+                            progress=True, command_line=cmd, on_node=on_node)
     table = dataclasses.replace(
         table, meta={**table.meta, "command_line_resolved": resolved_command(ns)}
     )

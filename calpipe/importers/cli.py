@@ -31,5 +31,5 @@ def add_cli(sub: Any) -> None:
     q.add_argument("inputs", nargs="+", type=Path,
                    help="SDFITS files or directories (their *.fits)")
     q.add_argument("output", type=Path, help="L0 store to write (OUT.zarr)")
-    q.add_argument("--overwrite", action="store_true")
+    q.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists [refuse]")
     q.set_defaults(func=_cmd_import_sdfits)

@@ -60,7 +60,7 @@ class AtmosphereResult:
     tr_signal: np.ndarray  # [C, Rp, Ap, S_on]
     tr_image: np.ndarray  # [C, Rp, Ap, S_on]
     residual_rms_k: np.ndarray  # [Rp, Ap] rms of S_obs - S_mod (K)
-    converged: bool
+    converged: bool  # the pwv is a converged fit: True for "fit", False otherwise
     n_channels: int  # good (channel, pixel) samples used per OFF
     n_iterations: int
     pressure_hpa: float
@@ -285,8 +285,7 @@ def fit_pwv(
                                      grid[i + 1], max_iter, tol, pix)
                 it += it2
             iterations = max(iterations, it)
-            if not ok:
-                converged = False
+            if not ok:  # no convergence is an error, never a result
                 raise AtmosphereError(
                     f"pwv fit did not converge in {max_iter} Newton steps"
                     f"{_pix(per_pixel, r, a)} (last {p:.5g} mm)", scan=scan, array="pwv")

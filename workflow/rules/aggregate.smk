@@ -53,6 +53,7 @@ rule report:
     input:
         failures="results/{session}/l1.zarr/failures.json",
         summary="results/{session}/l1.zarr/run_summary.json",
+        quicklook=quicklook_of_session,
     output:
         html="results/{session}/report.html",
     log:

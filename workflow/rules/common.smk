@@ -73,6 +73,14 @@ def l1_store_of_input(wildcards, input):
     return str(Path(input.summary).parent)
 
 
+def quicklook_of_session(wildcards):
+    """The session's quick-look directory when the config asks for quick-looks (the report
+    links them, so it is written after them)."""
+    if config.get("quicklook", False):
+        return [f"results/{wildcards.session}/quicklook"]
+    return []
+
+
 def optional_targets():
     """Quick-looks and reports of every session, as the config asks."""
     targets = []
