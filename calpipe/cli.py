@@ -301,18 +301,15 @@ def _cmd_run(ns: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _wait_for_snakemake(proc: Any) -> int:
-    """Wait for snakemake; Ctrl-C reaches it through the terminal's process group, so here we
-    only keep waiting while it cleans up (no lock or half-written outputs left behind)."""
-    import signal
-
+    """Wait for snakemake. Ctrl-C reaches it through the terminal's process group; here we
+    only keep waiting while it cleans up (a second signal would cut its clean-up short and
+    leave a lock behind)."""
     while True:
         try:
             return int(proc.wait())
         except KeyboardInterrupt:
             print("calpipe run: interrupted; waiting for snakemake to clean up",
                   file=sys.stderr)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
 
 
 def _cmd_manifest(ns: argparse.Namespace) -> int:

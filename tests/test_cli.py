@@ -247,3 +247,35 @@ def test_atm_table_build_shows_progress_with_an_estimate(
     assert "am runs" in err and "6/6" in err and "remaining" in err
     assert cli.main(["-q", *args[:2], str(tmp_path / "u.npz"), *args[3:]]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_ctrl_c_on_calpipe_run_leaves_no_lock(session: Path, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while the workflow
+    runs: calpipe run waits for Snakemake's clean-up, no lock stays, and a rerun completes."""
+    import signal
+    import time
+
+    import yaml
+
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    shutil.copytree(session, wd / "s.zarr")
+    (wd / "config.yaml").write_text(yaml.safe_dump(
+        {"stores": {"s": "s.zarr"}, "report": False,
+         "calibration": {"atmosphere_table": _table(session)}}))
+    proc = subprocess.Popen([CALPIPE, "run", "--directory", str(wd), "--configfile",
+                             str(wd / "config.yaml"), "--cores", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((wd / "results").glob("*/work/*/*.json")):
+        time.sleep(0.2)  # the first stage record: jobs are running
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert not list((wd / ".snakemake" / "locks").glob("*")), err[-2000:]
+    assert "Traceback" not in out + err.replace("KeyboardInterrupt", ""), err[-3000:]
+    rerun = _calpipe("run", "--directory", str(wd), "--configfile", str(wd / "config.yaml"),
+                     "--cores", "2")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "all 4 scans calibrated" in rerun.stdout
