@@ -141,8 +141,10 @@ def compute_scan(loaded: LoadedScan, run: ScanRun, config: CalibrationConfig,
                             config, table)
             result = run.stage("calibrate", calibrate, data, load, prepared, atm, config)
             del data, prepared
-            extra = {"provenance": scan_provenance(config, store, table.model, table.digest,
-                                                   digests),
+            # the table the atmosphere stage used (a sky table, or the zenith table), as the
+            # Snakemake calibrate job records it: from the AtmosphereResult
+            extra = {"provenance": scan_provenance(config, store, atm.table_model,
+                                                   atm.table_digest, digests),
                      "timings_s": dict(run.clock.timings)}
             return ComputedScan(run, result, extra, atm.pwv_mm)
         return None
