@@ -98,13 +98,20 @@ def build_config(ns: argparse.Namespace) -> Any:
     for option, name in (("mode", "mode"), ("physics", "physics"), ("pwv", "pwv_fixed_mm"),
                          ("pwv_fallback", "pwv_fallback_mm"), ("reference", "reference"),
                          ("t_atm", "t_atm"), ("atmosphere_table", "atmosphere_table"),
-                         ("gs_xs", "gs_xs"), ("gi_xi", "gi_xi"), ("f_eff", "f_eff")):
+                         ("gs_xs", "gs_xs"), ("gi_xi", "gi_xi"), ("f_eff", "f_eff"),
+                         ("scale", "scale"), ("eta_mb", "eta_mb"), ("eta_fss", "eta_fss"),
+                         ("telescope", "telescope")):
         value = getattr(ns, option, None)
         if value is not None:
             changes[name] = value
     if getattr(ns, "per_pixel_pwv", False):
         changes["pwv_per_pixel"] = True
-    return config.replace(**changes) if changes else config
+    config = config.replace(**changes) if changes else config
+    if config.telescope is not None:  # an unknown profile stops the run before any scan
+        from calpipe.telescopes import load_profile
+
+        load_profile(config.telescope)
+    return config
 
 
 def _parse_scans(text: str | None) -> list[int] | None:
@@ -389,6 +396,13 @@ def _add_calibration_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gs-xs", type=float, help="signal sideband gain default")
     g.add_argument("--gi-xi", type=float, help="image sideband gain default")
     g.add_argument("--f-eff", type=float, help="forward efficiency default")
+    g.add_argument("--scale", choices=("ta_star", "tmb"),
+                   help="temperature scale of L1: T_A* or T_mb [ta_star]")
+    g.add_argument("--eta-mb", type=float, help="main-beam efficiency B_eff (for --scale tmb)")
+    g.add_argument("--eta-fss", type=float,
+                   help="forward efficiency F_eff of the T_mb conversion [f_eff]")
+    g.add_argument("--telescope", metavar="NAME",
+                   help="telescope profile (calpipe/data/telescopes) [from the scan attribute]")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ in-process pipeline and the Snakemake rules call exactly these functions.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ import numpy as np
 from calpipe import (
     nod,  # issue 16: vane (VANE/SKY) calibration of Nod scans
     qa,
+    telescopes,  # issue 14: telescope profiles
 )
 from calpipe.config import CalibrationConfig, InstrumentParameters
 from calpipe.errors import (
@@ -25,6 +27,7 @@ from calpipe.errors import (
     MetadataError,
 )
 from calpipe.l0 import CalibrationSnapshot, ScanData, check_compatible, check_has_data
+from calpipe.physics import beam
 from calpipe.physics import flags as fl
 from calpipe.physics.atmosphere import (
     TORR_TO_HPA,
@@ -124,11 +127,60 @@ def frequency_axes(scan: ScanData) -> tuple[np.ndarray, np.ndarray]:
     return m.frequency_axes(scan.counts.shape[0])
 
 
+# -- telescope profile and T_mb scale (issue 14) --------------------------------------------
+
+def telescope_config(scan: ScanData, config: CalibrationConfig
+                     ) -> tuple[CalibrationConfig, dict[str, Any] | None]:
+    """The configuration completed by the scan's telescope profile (calpipe.telescopes) and
+    the L1 attribute describing the profile (None when there is none)."""
+    profile, source = telescopes.select(config, scan.attrs.get("telescope"))
+    if profile is None:
+        return config, None
+    return telescopes.apply(config, profile), profile.attrs(source)
+
+
+def _check_site(scan: ScanData, config: CalibrationConfig) -> None:
+    """The scan's band and pressure inside its telescope profile's ranges (MetadataError)."""
+    profile, _ = telescopes.select(config, scan.attrs.get("telescope"))
+    if profile is None:
+        return
+    nu_sig, _nu_img = frequency_axes(scan)
+    profile.check_scan(scan.scan, (float(np.min(nu_sig)) / 1e9, float(np.max(nu_sig)) / 1e9),
+                       float(np.mean(scan.meta.pamb)) * TORR_TO_HPA)
+
+
+def main_beam_scale(scan: ScanData, config: CalibrationConfig, f_eff: float,
+                    elevation_on: np.ndarray, nu_sig: np.ndarray
+                    ) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """(K[A, S_on] or None for T_A*, the L1 attribute 'scale') for the completed config."""
+    if config.scale == "ta_star":
+        return None, {"scale": "ta_star", "quantity": "T_A*"}
+    if config.eta_mb is None:
+        raise MetadataError("scale: tmb needs the main-beam efficiency eta_mb (configuration "
+                            "option or telescope profile)", scan=scan.scan, array="eta_mb")
+    eta_fss = f_eff if config.eta_fss is None else float(config.eta_fss)
+    n_a = scan.counts.shape[3]
+    curves = beam.select_curves(config.gain_curve or (), n_a,
+                                float(np.median(nu_sig)) / 1e9, scan=scan.scan)
+    gain = beam.elevation_gain(curves, elevation_on, scan=scan.scan)
+    factor = beam.main_beam_factor(eta_fss, float(config.eta_mb), gain)
+    return factor, {
+        "scale": "tmb", "quantity": "T_mb",
+        "formula": "T_mb = T_A* eta_fss / (eta_mb G(el)); t_sys x K, weight / K^2",
+        "eta_fss": eta_fss, "eta_fss_source": "eta_fss" if config.eta_fss is not None
+        else "f_eff", "eta_mb": float(config.eta_mb),
+        "gain_curve": [None if c is None else list(c.coefficients) for c in curves],
+        "gain": gain.tolist(), "factor": factor.tolist(),  # [A][S_on]
+    }
+
+
 # -- stages -----------------------------------------------------------------------------------
 
 def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig
             ) -> CalibrationLoadFull:
     """Stage "resolve": loads -> gamma, T_rec, bad channels (DESIGN 3.2)."""
+    config, _ = telescope_config(scan, config)
+    _check_site(scan, config)
     if nod.is_vane_snapshot(cal):  # chopper wheel: VANE / SKY instead of HOT / COLD
         return nod.resolve_vane(scan, cal, config)
     check_compatible(scan, cal)
@@ -370,6 +422,7 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
               ) -> CalibrationResult:
     """Stage "calibrate": T_A*, t_sys, weight, flags (DESIGN 3.5) plus the L1 coordinates."""
     config = CalibrationConfig() if config is None else config
+    config, profile_attrs = telescope_config(scan, config)
     on = prepared.on_index
     scan.require_subscans(on, "calibrate")
     check_has_data(scan.scan, scan.subscan_valid, on.tolist(), what="ON subscan ")
@@ -387,6 +440,12 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         _check_transmission(scan.scan, load, atm, config)
     check_usable(scan.scan, arrays.spectra, arrays.flags)  # issue 12: no all-NaN "success"
     m = scan.meta
+    factor, scale_attrs = main_beam_scale(scan, config, load.f_eff, m.elevation[on],
+                                          load.nu_sig)
+    if factor is not None:  # issue 14: T_mb scale
+        spectra, t_sys, weight = beam.scale_arrays(arrays.spectra, arrays.t_sys,
+                                                   arrays.weight, factor)
+        arrays = dataclasses.replace(arrays, spectra=spectra, t_sys=t_sys, weight=weight)
     n_d = scan.counts.shape[1]
     mjd = m.mjd[on][None, :] + np.arange(n_d)[:, None] * m.exptime[on][None, :] / 86400.0
     squeeze = not atm.per_pixel
@@ -395,6 +454,9 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         return (a[:, 0, 0] if squeeze else a).astype(np.float32)
 
     attrs = _scan_attrs(scan, load, prepared, atm, arrays.t_sys)
+    attrs["scale"] = scale_attrs
+    if profile_attrs is not None:
+        attrs["telescope_profile"] = profile_attrs
     if prepared.mode == "nod":
         attrs["nod"] = nod.nod_attrs(scan, load, prepared, arrays)
     # QA (issue 8, calpipe.qa): sets TSYS_OUTLIER in arrays.flags, metrics -> attrs["qa"]
