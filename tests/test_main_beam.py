@@ -162,7 +162,7 @@ def test_tmb_without_eta_mb_is_a_scan_error(tmb_session: Path) -> None:
         _run(tmb_session, ZENITH.replace(scale="tmb"))
 
 
-def test_both_modes_write_the_same_tmb_l1(tmp_path: Path) -> None:
+def test_both_modes_write_the_same_tmb_l1_with_a_profile(tmp_path: Path) -> None:
     from calpipe import l1
     from calpipe.pipeline import calibrate_store
     from calpipe.workflow import calibration_config
@@ -170,7 +170,8 @@ def test_both_modes_write_the_same_tmb_l1(tmp_path: Path) -> None:
     save_table(analytic_table(), tmp_path / "table.npz")
     make_session(tmp_path / "s.zarr", table=analytic_table(), n_scans=3, load_every=3,
                  eta_mb=0.8, gain_curves=CURVES)
-    section = {"atmosphere_table": "table.npz", "scale": "tmb", "eta_mb": 0.8,
+    # eta_mb from the telescope profile (issue 14 item 6), the gain curves given explicitly
+    section = {"atmosphere_table": "table.npz", "scale": "tmb", "telescope": "apex-like",
                "gain_curve": [{"coefficients": list(CURVES[0]), "arrays": [0]},
                               {"coefficients": list(CURVES[1]), "arrays": [1]}]}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(
@@ -186,7 +187,8 @@ def test_both_modes_write_the_same_tmb_l1(tmp_path: Path) -> None:
     assert l1.list_scans(workflow) == [1001, 1002]
     assert_l1_equal(tmp_path / "inprocess.zarr", workflow)
     group = zarr.open_group(str(workflow / "scan_001001"), mode="r")
-    assert group.attrs["scale"]["scale"] == "tmb"
+    assert group.attrs["scale"]["scale"] == "tmb" and group.attrs["scale"]["eta_mb"] == 0.75
+    assert group.attrs["telescope_profile"]["name"] == "apex-like"
     assert group["spectra"].attrs["long_name"].startswith("main-beam brightness temperature")
 
 
