@@ -1,11 +1,19 @@
-"""T_A* line-integral bias under receiver gain drift (issue 14 item 2: the bar's "present value").
+"""T_A* line-integral bias under receiver gain drift (issue 14 item 2).
 
-A noise-free simulated session (shipped atmosphere, as users calibrate) with a gain drift of
---drift per hour is calibrated with the default configuration; per science scan it prints the
-minutes since its load scan, the fitted pwv against the simulated one, and the bias of the
+Noise-free simulated sessions (shipped atmosphere, default configuration) at --freq with a gain
+drift of --drift per hour, calibrated scan by scan through the stage functions:
+
+  none        no drift: the baseline (what the calibration gives without drift)
+  sawtooth    the drift restarts at every load scan (the simulator's default); no correction
+  continuous  the drift runs through the session (consecutive loads see it); no correction
+  corrected   continuous drift; ON and OFF counts corrected by the gain interpolated between
+              the scan's load snapshot and the next one (calpipe.physics.gain, CCAT's
+              gain_interpolate 3)
+
+Per science scan it prints the minutes since its load scan, the fitted pwv and the bias of the
 T_A* line integral (channels where the truth exceeds 1 % of its peak, averaged over dumps,
-pixels and ON subscans) against the truth. The same session without drift is the baseline
-(what the calibration gives without drift), so the drift's own bias is the difference.
+pixels and ON subscans) against the truth, minus the no-drift baseline. The last load scan
+closes the session so that every science scan has a next snapshot.
 
 Usage:
   python benchmarks/gain_drift_bias.py [--freq 691.473] [--drift 0.05] [--pwv 0.5]
@@ -15,6 +23,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 from dataclasses import replace
@@ -22,30 +31,49 @@ from pathlib import Path
 
 import numpy as np
 
+CASES = ("none", "sawtooth", "continuous", "corrected")
 
-def run(freq: float, drift: float, pwv: float, channels: int, tmp: Path) -> list[dict]:
+
+def run(case: str, freq: float, drift: float, pwv: float, channels: int,
+        tmp: Path) -> list[dict]:
     import zarr
 
     from calpipe import stages
     from calpipe.atmosphere.tableio import load_default_table
     from calpipe.config import CalibrationConfig
     from calpipe.l0 import open_session, scan_group_name
+    from calpipe.physics import gain
     from calpipe.simulate import SimulationConfig, simulate_session, truth_path_for
 
     table = load_default_table()
-    cfg = replace(SimulationConfig(), frequency_ghz=freq, gain_drift_per_hour=drift,
-                  pwv_mm=pwv, noise=False, n_channels=channels, n_scans=12, load_every=6,
-                  seed=7)
-    path = tmp / f"drift{drift}.zarr"
+    cfg = replace(SimulationConfig(), frequency_ghz=freq, pwv_mm=pwv, noise=False,
+                  n_channels=channels, n_scans=13, load_every=6, seed=7,
+                  gain_drift_per_hour=0.0 if case == "none" else drift,
+                  gain_drift_reset=case == "sawtooth")
+    path = tmp / f"{case}.zarr"
     simulate_session(path, cfg, table=table, overwrite=True)
     config = CalibrationConfig()
     session = open_session(path)
+    loads = sorted(set(session.scans()) - set(session.source_scans()))
     truth = zarr.open_group(str(truth_path_for(path)), mode="r")
     rows = []
     for n in session.source_scans():
         scan = session.load_scan(n)
         cal = session.load_calibration(n, scan.meta.lloadsn)
         load = stages.resolve(scan, cal, config)
+        if case == "corrected":
+            nxt = next(k for k in loads if k > cal.scan)
+            cal1 = session.load_calibration(nxt, None)
+            load1 = stages.resolve(scan, cal1, config)
+            n_d = scan.counts.shape[1]
+            t0 = gain.snapshot_time(cal.meta.mjd, cal.meta.exptime, n_d)
+            t1 = gain.snapshot_time(cal1.meta.mjd, cal1.meta.exptime, n_d)
+            model = gain.gain_drift(load.gamma, load1.gamma, load.bad_channel,
+                                    load1.bad_channel, t0, t1, scan=n)
+            times = gain.dump_times(scan.meta.mjd, scan.meta.exptime, n_d)
+            counts = gain.correct_counts(scan.counts, times, model,
+                                         np.arange(scan.counts.shape[4]))
+            scan = dataclasses.replace(scan, counts=counts)
         prepared = stages.prepare(scan, config)
         atm = stages.atmosphere(stages.ScanGeometry.of(scan), load, prepared, config, table)
         result = stages.calibrate(scan, load, prepared, atm, config)
@@ -68,21 +96,26 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ns = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        base = run(ns.freq, 0.0, ns.pwv, ns.channels, Path(tmp))
-        drift = run(ns.freq, ns.drift, ns.pwv, ns.channels, Path(tmp))
-    print(f"{ns.freq} GHz, pwv {ns.pwv} mm, gain drift {100 * ns.drift:g} %/h, noise-free")
-    print(f"{'scan':>6} {'kind':>4} {'min':>6} {'pwv0':>7} {'pwv':>7} {'bias0 %':>8} "
-          f"{'bias %':>8} {'drift %':>8}")
-    for b, d in zip(base, drift, strict=True):
-        print(f"{d['scan']:>6} {d['kind']:>4} {d['minutes_since_load']:6.1f} "
-              f"{b['pwv_mm']:7.4f} {d['pwv_mm']:7.4f} {100 * b['line_bias']:8.3f} "
-              f"{100 * d['line_bias']:8.3f} {100 * (d['line_bias'] - b['line_bias']):8.3f}")
-    own = np.array([d["line_bias"] - b["line_bias"] for b, d in zip(base, drift, strict=True)])
-    print(f"drift-caused line-integral bias: mean {100 * own.mean():+.3f} %, "
-          f"max |.| {100 * np.abs(own).max():.3f} %")
+        res = {c: run(c, ns.freq, ns.drift, ns.pwv, ns.channels, Path(tmp)) for c in CASES}
+    print(f"{ns.freq} GHz, pwv {ns.pwv} mm, gain drift {100 * ns.drift:g} %/h, noise-free; "
+          "line-integral bias minus the no-drift baseline (%), fitted pwv (mm)")
+    print(f"{'scan':>6} {'kind':>4} {'min':>5} " + " ".join(f"{c:>11}" for c in CASES[1:])
+          + " " + " ".join(f"{'pwv ' + c:>15}" for c in CASES))
+    base = res["none"]
+    for i, b in enumerate(base):
+        print(f"{b['scan']:>6} {b['kind']:>4} {b['minutes_since_load']:5.1f} "
+              + " ".join(f"{100 * (res[c][i]['line_bias'] - b['line_bias']):11.3f}"
+                         for c in CASES[1:])
+              + " " + " ".join(f"{res[c][i]['pwv_mm']:15.4f}" for c in CASES))
+    summary = {}
+    for c in CASES[1:]:
+        own = np.array([r["line_bias"] - b["line_bias"] for r, b in zip(res[c], base,
+                                                                         strict=True)])
+        summary[c] = {"mean": float(own.mean()), "max_abs": float(np.abs(own).max())}
+        print(f"{c:>11}: mean {100 * own.mean():+.3f} %, max |.| {100 * np.abs(own).max():.3f} %")
     if ns.json:
-        ns.json.write_text(json.dumps({"args": vars(ns) | {"json": str(ns.json)},
-                                       "baseline": base, "drift": drift}, indent=1))
+        ns.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(ns).items()},
+                                       "summary": summary, "scans": res}, indent=1))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,8 @@ def _cmd_simulate(ns: argparse.Namespace) -> int:
         changes["modes"] = tuple(ns.modes.split(","))
     if ns.no_truth:
         changes["write_truth"] = False
+    if ns.gain_drift_continuous:
+        changes["gain_drift_reset"] = False
     try:
         cfg = replace(cfg, **changes)
     except ValueError as exc:
@@ -444,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sideband", choices=("dsb", "2sb"))
     p.add_argument("--modes", help="science scan modes to cycle, e.g. tp,otf")
     p.add_argument("--gain-drift-per-hour", type=float)
+    p.add_argument("--gain-drift-continuous", action="store_true",
+                   help="the drift runs through the session instead of restarting at loads")
     p.add_argument("--fill-fraction", type=float)
     p.add_argument("--dead-channels", type=int)
     p.add_argument("--zarr-format", type=int, choices=(2, 3))

@@ -77,6 +77,9 @@ class SimulationConfig:
     exptime_s: float = 0.5
     noise: bool = True
     gain_drift_per_hour: float = 0.0  # fractional gain change per hour since the load scan
+    # True: the drift restarts at every load scan (a sawtooth); False: it runs from mjd_start
+    # through the whole session, so consecutive load scans see it (issue 14 item 2)
+    gain_drift_reset: bool = True
     fill_fraction: float = 0.0  # fraction of ON dump spectra replaced by the int32 fill value
     dead_channels: int = 0  # channels per pixel with constant counts (bad: HOT == COLD)
     line_peak_k: float = 2.0  # T_A* peak of the line (K)
@@ -320,6 +323,8 @@ def _gain(cfg: SimulationConfig, inst: _Instrument, plan: ScanPlan, t_mjd: np.nd
           ) -> np.ndarray:
     """g(t) [C, D, R, A] for dump times t [D] (drift since the scan's load scan)."""
     load_start = cfg.mjd_start + (plan.load_scan - cfg.first_scan) * cfg.scan_seconds / 86400.0
+    if not cfg.gain_drift_reset:
+        load_start = cfg.mjd_start
     hours = (t_mjd - load_start) * 24.0
     factor = 1.0 + cfg.gain_drift_per_hour * hours
     return inst.gamma[:, None, :, :] * factor[None, :, None, None]
