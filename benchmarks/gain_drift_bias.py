@@ -6,9 +6,9 @@ drift of --drift per hour, calibrated scan by scan through the stage functions:
   none        no drift: the baseline (what the calibration gives without drift)
   sawtooth    the drift restarts at every load scan (the simulator's default); no correction
   continuous  the drift runs through the session (consecutive loads see it); no correction
-  corrected   continuous drift; ON and OFF counts corrected by the gain interpolated between
-              the scan's load snapshot and the next one (calpipe.physics.gain, CCAT's
-              gain_interpolate 3)
+  corrected   continuous drift, gain_interpolate: 3 (ON, OFF and load counts corrected by the
+              gain interpolated between the scan's load snapshot and the next one,
+              calpipe.physics.gain)
 
 Per science scan it prints the minutes since its load scan, the fitted pwv and the bias of the
 T_A* line integral (channels where the truth exceeds 1 % of its peak, averaged over dumps,
@@ -23,7 +23,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import tempfile
 from dataclasses import replace
@@ -42,7 +41,7 @@ def run(case: str, freq: float, drift: float, pwv: float, channels: int,
     from calpipe.atmosphere.tableio import load_default_table
     from calpipe.config import CalibrationConfig
     from calpipe.l0 import open_session, scan_group_name
-    from calpipe.physics import gain
+    from calpipe.pipeline import load_next_calibration
     from calpipe.simulate import SimulationConfig, simulate_session, truth_path_for
 
     table = load_default_table()
@@ -52,28 +51,15 @@ def run(case: str, freq: float, drift: float, pwv: float, channels: int,
                   gain_drift_reset=case == "sawtooth")
     path = tmp / f"{case}.zarr"
     simulate_session(path, cfg, table=table, overwrite=True)
-    config = CalibrationConfig()
+    config = CalibrationConfig(gain_interpolate=3 if case == "corrected" else 0)
     session = open_session(path)
-    loads = sorted(set(session.scans()) - set(session.source_scans()))
     truth = zarr.open_group(str(truth_path_for(path)), mode="r")
     rows = []
     for n in session.source_scans():
         scan = session.load_scan(n)
         cal = session.load_calibration(n, scan.meta.lloadsn)
-        load = stages.resolve(scan, cal, config)
-        if case == "corrected":
-            nxt = next(k for k in loads if k > cal.scan)
-            cal1 = session.load_calibration(nxt, None)
-            load1 = stages.resolve(scan, cal1, config)
-            n_d = scan.counts.shape[1]
-            t0 = gain.snapshot_time(cal.meta.mjd, cal.meta.exptime, n_d)
-            t1 = gain.snapshot_time(cal1.meta.mjd, cal1.meta.exptime, n_d)
-            model = gain.gain_drift(load.gamma, load1.gamma, load.bad_channel,
-                                    load1.bad_channel, t0, t1, scan=n)
-            times = gain.dump_times(scan.meta.mjd, scan.meta.exptime, n_d)
-            counts = gain.correct_counts(scan.counts, times, model,
-                                         np.arange(scan.counts.shape[4]))
-            scan = dataclasses.replace(scan, counts=counts)
+        nxt = load_next_calibration(session, n, cal.scan, config)
+        load = stages.resolve(scan, cal, config, nxt)
         prepared = stages.prepare(scan, config)
         atm = stages.atmosphere(stages.ScanGeometry.of(scan), load, prepared, config, table)
         result = stages.calibrate(scan, load, prepared, atm, config)

@@ -107,6 +107,9 @@ class CalibrationConfig:
     # issue 14: telescope profile (calpipe/data/telescopes/NAME.yaml); None = the one named by
     # the scan attribute 'telescope' if known, else none
     telescope: str | None = None
+    # issue 14 item 2 (calpipe.physics.gain): 0 off; 3 = ON and OFF counts corrected for the
+    # gain drift interpolated between the scan's load snapshot and the next one in the store
+    gain_interpolate: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gain_curve", _gain_curves(self.gain_curve))
@@ -126,6 +129,9 @@ class CalibrationConfig:
                                       or not isinstance(value, int | float)
                                       or not 0 < value <= 1):
                 raise ConfigError(f"option '{name}' = {value!r}; expected 0 < {name} <= 1")
+        if self.gain_interpolate not in (0, 3) or isinstance(self.gain_interpolate, bool):
+            raise ConfigError(f"option 'gain_interpolate' = {self.gain_interpolate!r}; expected "
+                              "0 (off) or 3 (ON and OFF counts corrected)")
         if self.telescope is not None and not (isinstance(self.telescope, str)
                                                and self.telescope):
             raise ConfigError(f"option 'telescope' = {self.telescope!r}; expected a profile "

@@ -92,6 +92,7 @@ class LoadedScan:
     scan: int
     data: ScanData | None = None
     cal: CalibrationSnapshot | None = None
+    next_cal: CalibrationSnapshot | None = None  # gain_interpolate (issue 14)
     error: BaseException | None = None
     load_seconds: float = 0.0
 
@@ -101,6 +102,14 @@ def load_scan_and_calibration(session: Session, scan: int) -> tuple[ScanData,
     data = session.load_scan(scan)
     cal = session.load_calibration(scan, data.meta.lloadsn)
     return data, cal
+
+
+def load_next_calibration(session: Session, scan: int, cal_scan: int,
+                          config: CalibrationConfig) -> CalibrationSnapshot | None:
+    """The next calibration snapshot when ``gain_interpolate`` asks for it (issue 14)."""
+    if not config.gain_interpolate:
+        return None
+    return session.load_calibration(session.next_calibration_scan(scan, cal_scan), None)
 
 
 @dataclass
@@ -121,8 +130,8 @@ def compute_scan(loaded: LoadedScan, run: ScanRun, config: CalibrationConfig,
     The calibration snapshot is dropped right after resolve and the source counts right after
     calibrate; ``release`` is then called (the prefetch loop returns its permit there).
     """
-    data, cal = loaded.data, loaded.cal
-    loaded.data = loaded.cal = None
+    data, cal, next_cal = loaded.data, loaded.cal, loaded.next_cal
+    loaded.data = loaded.cal = loaded.next_cal = None
     try:
         with run:
             if loaded.error is not None:
@@ -131,10 +140,12 @@ def compute_scan(loaded: LoadedScan, run: ScanRun, config: CalibrationConfig,
             assert data is not None and cal is not None
             run.clock.timings["load"] = loaded.load_seconds
             run.l0_bytes_read += data.bytes_read + cal.bytes_read
-            load = run.stage("resolve", resolve, data, cal, config)
+            if next_cal is not None:
+                run.l0_bytes_read += next_cal.bytes_read
+            load = run.stage("resolve", resolve, data, cal, config, next_cal)
             digests = {"scan": data.content_digest, "calibration": cal.content_digest,
                        "calibration_scan": int(cal.scan)}
-            del cal  # the loads are reduced to [C, R, A]: drop the raw snapshot now
+            del cal, next_cal  # the loads are reduced to [C, R, A]: drop the raw snapshots
             prepared = run.stage("prepare", prepare, data, config)
             atm = run.stage("atmosphere", atmosphere, ScanGeometry.of(data), load, prepared,
                             config, table)
@@ -258,6 +269,8 @@ def _run_loop(session: Session, todo: list[int], out: Path, config: CalibrationC
                 t = time.perf_counter()
                 try:
                     item.data, item.cal = load_scan_and_calibration(session, scan)
+                    item.next_cal = load_next_calibration(session, scan, item.cal.scan,
+                                                          config)
                 except BaseException as exc:  # handed to the main thread, which decides
                     item.error = exc
                 item.load_seconds = time.perf_counter() - t
@@ -390,6 +403,7 @@ def calibrate_single_scan(store: str | Path, scan: int, out: str | Path,
         t = time.perf_counter()
         try:
             loaded.data, loaded.cal = load_scan_and_calibration(session, scan)
+            loaded.next_cal = load_next_calibration(session, scan, loaded.cal.scan, config)
         except BaseException as exc:
             loaded.error = exc
         loaded.load_seconds = time.perf_counter() - t

@@ -25,9 +25,10 @@ from calpipe.errors import (
     CalibrationError,
     LowTransmissionError,
     MetadataError,
+    MissingLoadError,
 )
 from calpipe.l0 import CalibrationSnapshot, ScanData, check_compatible, check_has_data
-from calpipe.physics import beam
+from calpipe.physics import beam, gain
 from calpipe.physics import flags as fl
 from calpipe.physics.atmosphere import (
     TORR_TO_HPA,
@@ -176,13 +177,39 @@ def main_beam_scale(scan: ScanData, config: CalibrationConfig, f_eff: float,
 
 # -- stages -----------------------------------------------------------------------------------
 
-def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig
-            ) -> CalibrationLoadFull:
-    """Stage "resolve": loads -> gamma, T_rec, bad channels (DESIGN 3.2)."""
+def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig,
+            next_cal: CalibrationSnapshot | None = None) -> CalibrationLoadFull:
+    """Stage "resolve": loads -> gamma, T_rec, bad channels (DESIGN 3.2); with
+    ``gain_interpolate: 3`` also the gain drift to the next snapshot ``next_cal`` (issue 14)."""
     config, _ = telescope_config(scan, config)
     _check_site(scan, config)
     if nod.is_vane_snapshot(cal):  # chopper wheel: VANE / SKY instead of HOT / COLD
+        if config.gain_interpolate:
+            raise MetadataError("gain_interpolate is not available for vane (VANE/SKY) "
+                                "calibration", scan=scan.scan, array="calibration/sobsmode")
         return nod.resolve_vane(scan, cal, config)
+    load = _resolve_snapshot(scan, cal, config)
+    if not config.gain_interpolate:
+        return load
+    if next_cal is None:
+        raise MissingLoadError("gain_interpolate 3 needs the next calibration snapshot",
+                               scan=scan.scan, array="calibration")
+    nxt = _resolve_snapshot(scan, next_cal, config)
+    t0 = gain.snapshot_time(cal.meta.mjd, cal.meta.exptime, cal.counts.shape[1])
+    t1 = gain.snapshot_time(next_cal.meta.mjd, next_cal.meta.exptime, next_cal.counts.shape[1])
+    model = gain.gain_drift(load.gamma, nxt.gamma, load.bad_channel, nxt.bad_channel, t0, t1,
+                            scan=scan.scan)
+    # the HOT and COLD subscans themselves drift: resolve them again at the gain of t0 (else
+    # gamma, C_hot are off by the drift between HOT and COLD, ~1e-4, amplified in the pwv fit)
+    times = gain.dump_times(cal.meta.mjd, cal.meta.exptime, cal.counts.shape[1])
+    steady = gain.correct_counts(cal.counts, times, model, np.arange(cal.counts.shape[4]))
+    load = _resolve_snapshot(scan, dataclasses.replace(cal, counts=steady), config)
+    return dataclasses.replace(load, drift_ratio=model.ratio, drift_t0_mjd=t0,
+                               drift_t1_mjd=t1, drift_scan=int(next_cal.scan))
+
+
+def _resolve_snapshot(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig
+                      ) -> CalibrationLoadFull:
     check_compatible(scan, cal)
     inst = instrument_parameters(scan, config)
     nu_sig, nu_img = frequency_axes(scan)
@@ -195,6 +222,23 @@ def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig
     )
     load.check()
     return load
+
+
+def _drift(load: CalibrationLoadFull) -> gain.GainDrift | None:
+    if load.drift_ratio is None or load.drift_t0_mjd is None or load.drift_t1_mjd is None:
+        return None
+    return gain.GainDrift(load.drift_t0_mjd, load.drift_t1_mjd, load.drift_ratio)
+
+
+def _drift_corrected_off(drift: gain.GainDrift, prepared: PreparedData, mjd: np.ndarray,
+                         exptime: np.ndarray, n_dumps: int) -> np.ndarray:
+    """off_mean [C, R, A, n_off] / r(mid-time of each OFF): the mean of r over an OFF's dumps
+    is r at their mean time, r being linear in time."""
+    off = prepared.off_index
+    mid = np.asarray(mjd, np.float64)[off] + 0.5 * n_dumps * np.asarray(
+        exptime, np.float64)[off] / 86400.0
+    factor = np.moveaxis(drift.factor(mid), 0, -1)  # [R, A, n_off]
+    return np.asarray(prepared.off_mean / factor[None])
 
 
 def prepare(scan: ScanData, config: CalibrationConfig) -> PreparedData:
@@ -223,11 +267,16 @@ class ScanGeometry:
     elevation: np.ndarray  # [S] rad
     tamb: np.ndarray  # [S] K
     pamb: np.ndarray  # [S] Torr
+    mjd: np.ndarray  # [S] subscan start (issue 14: gain drift at the OFFs)
+    exptime: np.ndarray  # [S] s per dump
+    n_dumps: int
 
     @classmethod
     def of(cls, scan: ScanData) -> ScanGeometry:
         m = scan.meta
-        return cls(scan.scan, m.elevation.copy(), m.tamb.copy(), m.pamb.copy())
+        return cls(scan.scan, m.elevation.copy(), m.tamb.copy(), m.pamb.copy(),
+                   np.asarray(m.mjd, np.float64).copy(), np.asarray(m.exptime).copy(),
+                   int(scan.counts.shape[1]))
 
 
 @dataclass(frozen=True)
@@ -359,7 +408,12 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
     sky = SkyInputs(load.nu_sig, load.nu_img, load.w_s, load.f_eff, config.t_cmb, constants)
     model = SkyModel(sky, slab_sig, slab_img, geometry.elevation[off], geometry.tamb[off],
                      use_model)
-    s_obs, weight = observed_sky_minus_hot(prepared.off_mean, load.c_hot, load.gamma,
+    off_mean = prepared.off_mean
+    drift = _drift(load)
+    if drift is not None:  # issue 14: the OFFs at the gain of the load snapshot
+        off_mean = _drift_corrected_off(drift, prepared, geometry.mjd, geometry.exptime,
+                                        geometry.n_dumps)
+    s_obs, weight = observed_sky_minus_hot(off_mean, load.c_hot, load.gamma,
                                            load.bad_channel)
     n_used = int((weight > 0).any(axis=3).sum())
     rp, ap = (load.gamma.shape[1], load.gamma.shape[2]) if config.pwv_per_pixel else (1, 1)
@@ -427,10 +481,25 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
     scan.require_subscans(on, "calibrate")
     check_has_data(scan.scan, scan.subscan_valid, on.tolist(), what="ON subscan ")
     if prepared.mode == "nod":  # T_sys (ON - REF) / REF with the vane T_sys (calpipe.nod)
+        if _drift(load) is not None:
+            raise MetadataError("gain_interpolate is not available for Nod scans",
+                                scan=scan.scan, array="source/sobsmode")
         arrays = nod.calibrate_nod_arrays(scan, load, prepared)
     else:
+        counts, on_index, c_ref = scan.counts, on, prepared.c_ref
+        drift = _drift(load)
+        if drift is not None:  # issue 14: ON and OFF counts at the gain of the load snapshot
+            n_d = scan.counts.shape[1]
+            times = gain.dump_times(scan.meta.mjd[on], scan.meta.exptime[on], n_d)
+            on_index = np.arange(on.size)
+            counts = gain.correct_counts(scan.counts[..., on], times, drift, on_index)
+            off_mean = _drift_corrected_off(drift, prepared, scan.meta.mjd, scan.meta.exptime,
+                                            n_d)
+            w = prepared.ref_weight
+            c_ref = (off_mean[..., prepared.ref_lo] * (1.0 - w)
+                     + off_mean[..., prepared.ref_hi] * w)
         arrays = calibrate_full(
-            scan.counts, on, prepared.c_ref, load.gamma, load.bad_channel, load.w_s,
+            counts, on_index, c_ref, load.gamma, load.bad_channel, load.w_s,
             load.f_eff, atm.tr_signal, float(scan.meta.freq_res[0]), scan.meta.exptime[on],
             ref_factor=prepared.reference_variance_factor(),
             noise_bandwidth_factor=config.noise_bandwidth_factor,
@@ -455,6 +524,10 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
 
     attrs = _scan_attrs(scan, load, prepared, atm, arrays.t_sys)
     attrs["scale"] = scale_attrs
+    if load.drift_ratio is not None:
+        attrs["gain_drift"] = {"gain_interpolate": 3, "next_calibration_scan": load.drift_scan,
+                               "t0_mjd": load.drift_t0_mjd, "t1_mjd": load.drift_t1_mjd,
+                               "gamma_ratio": np.asarray(load.drift_ratio).tolist()}
     if profile_attrs is not None:
         attrs["telescope_profile"] = profile_attrs
     if prepared.mode == "nod":

@@ -112,7 +112,12 @@ def run_resolve(store: str, scan: int, config: CalibrationConfig, artifact: str,
         cal = run.stage("load", session.load_calibration, scan, data.meta.lloadsn)
         run.l0_bytes_read += cal.bytes_read
         extra = {"calibration_digest": cal.content_digest, "calibration_scan": int(cal.scan)}
-        load = run.stage("resolve", resolve, data, cal, config)
+        next_cal = None
+        if config.gain_interpolate:  # issue 14: the next snapshot too
+            next_cal = run.stage("load", lambda: session.load_calibration(
+                session.next_calibration_scan(scan, cal.scan), None))
+            run.l0_bytes_read += next_cal.bytes_read
+        load = run.stage("resolve", resolve, data, cal, config, next_cal)
         save_artifact(load, artifact)
     return _finish(run, "resolve", record, [artifact], extra)
 

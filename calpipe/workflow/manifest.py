@@ -39,7 +39,8 @@ STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
     "resolve": ("physics", "gs_xs", "gi_xi", "f_eff", "sideband_gains_file", "clip_counts",
                 "clip_trec",
                 "clip_smooth_channels", "vane_t_cal", "vane_t_cal_method", "vane_t_atm",
-                "vane_tau_zenith", "flag_vegas_spurs"),  # vane_*: issue 16 (T_cal in resolve)
+                "vane_tau_zenith", "flag_vegas_spurs",  # vane_*: issue 16 (T_cal in resolve)
+                "telescope", "gain_interpolate"),  # issue 14: profile f_eff, site; gain drift
     "prepare": ("mode", "reference"),
     "atmosphere": ("physics", "t_atm", "atmosphere_table", "sky_model", "sky_table_dir",
                    "sky_table_build", "pwv_fixed_mm", "pwv_fallback_mm",

@@ -106,3 +106,93 @@ def test_simulated_drift_runs_through_the_session(tmp_path: Path) -> None:
                             ZENITH)
     ratio = float(np.nanmedian(second.gamma / first.gamma))
     assert ratio == pytest.approx(1 + 0.1 * 3 * 300.0 / 3600.0, rel=1e-3)
+
+
+# -- through the stages and both orchestration modes (gain_interpolate: 3) -------------------
+
+def test_gain_interpolate_option() -> None:
+    from calpipe.errors import ConfigError
+
+    assert CalibrationConfig(gain_interpolate=3).gain_interpolate == 3
+    for bad in (2, 1, True, "3"):
+        with pytest.raises(ConfigError, match="gain_interpolate"):
+            CalibrationConfig(gain_interpolate=bad)
+
+
+def _stages(path: Path, config: CalibrationConfig) -> list:
+    from calpipe.pipeline import load_next_calibration
+
+    session = open_session(path)
+    out = []
+    for n in session.source_scans():
+        scan = session.load_scan(n)
+        cal = session.load_calibration(n, scan.meta.lloadsn)
+        nxt = load_next_calibration(session, n, cal.scan, config)
+        load = stages.resolve(scan, cal, config, nxt)
+        prepared = stages.prepare(scan, config)
+        atm = stages.atmosphere(stages.ScanGeometry.of(scan), load, prepared, config,
+                                analytic_table())
+        out.append((stages.calibrate(scan, load, prepared, atm, config), atm))
+    return out
+
+
+def test_gain_interpolate_recovers_the_truth(tmp_path: Path) -> None:
+    """Noise-free, 10 %/h continuous drift: T_A* to 1e-4 of the peak (float32 and count
+    rounding), pwv to 1e-4, with the drift recorded in the L1 attributes."""
+    path = make_session(tmp_path / "s.zarr", noise=False, n_scans=4, load_every=3,
+                        gain_drift_per_hour=0.1, gain_drift_reset=False, scan_seconds=300.0)
+    truth = zarr.open_group(str(truth_path_for(path)), mode="r")
+    for result, atm in _stages(path, ZENITH.replace(gain_interpolate=3)):
+        ta = truth[scan_group_name(result.scan)]["ta_star"][...]
+        err = np.nanmax(np.abs(result.spectra - ta))
+        assert err <= 1e-4 * np.nanmax(ta), (result.scan, err)
+        assert atm.pwv_mm[0, 0] == pytest.approx(1.0, rel=1e-4)
+        attrs = result.attrs["gain_drift"]
+        assert attrs["next_calibration_scan"] == 1003 and attrs["gain_interpolate"] == 3
+        np.testing.assert_allclose(attrs["gamma_ratio"], 1 + 0.1 * 900 / 3600, rtol=1e-3)
+
+
+def test_gain_interpolate_needs_a_next_snapshot(tmp_path: Path) -> None:
+    from calpipe.errors import MissingLoadError
+
+    path = make_session(tmp_path / "s.zarr", noise=False, n_scans=3, load_every=3)
+    with pytest.raises(MissingLoadError, match="no calibration snapshot after scan 1001"):
+        _stages(path, ZENITH.replace(gain_interpolate=3))
+
+
+def test_both_modes_write_the_same_drift_corrected_l1(tmp_path: Path) -> None:
+    import os
+
+    import yaml
+
+    from calpipe import l1
+    from calpipe.atmosphere.tableio import save_table
+    from calpipe.pipeline import calibrate_store
+    from calpipe.testing import assert_l1_equal, run_snakemake
+    from calpipe.workflow import calibration_config
+
+    save_table(analytic_table(), tmp_path / "table.npz")
+    # scans 1000 (load), 1001, 1002, 1003 (load), 1004: 1004 has no next snapshot and fails
+    # (the same failure in both modes)
+    make_session(tmp_path / "s.zarr", table=analytic_table(), n_scans=5, load_every=3,
+                 gain_drift_per_hour=0.1, gain_drift_reset=False)
+    section = {"atmosphere_table": "table.npz", "gain_interpolate": 3}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {"stores": {"s": "s.zarr"}, "report": False, "calibration": section}))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = calibrate_store("s.zarr", tmp_path / "inprocess.zarr",
+                                 calibration_config(section))
+    finally:
+        os.chdir(cwd)
+    assert [f.scan for f in result.failures] == [1004]
+    run_snakemake(tmp_path, "--cores", "2", check=False)
+    workflow = tmp_path / "results" / "s" / "l1.zarr"
+    assert l1.list_scans(workflow) == [1001, 1002]
+    assert_l1_equal(tmp_path / "inprocess.zarr", workflow)
+    import json
+
+    fails = json.loads((workflow / "failures.json").read_text())
+    assert [(f["scan"], f["stage"], f["error"]) for f in fails] == [
+        (1004, "load", "MissingLoadError")]
