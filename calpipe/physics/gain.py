@@ -11,7 +11,8 @@ of the next snapshot (t_1), the gain at time t relative to gamma_0 is interpolat
 so that the corrected counts are those of a receiver with the constant gain gamma_0, which the
 rest of the calibration assumes. The HOT and COLD subscans of the scan's own snapshot (seconds
 before or after t_0) are corrected the same way and resolved again, so that gamma_0 and C_hot
-are those at t_0. The ratio is a band median per pixel: the gain drift of a receiver chain is broadband, and a per-channel ratio would add the loads' noise to every ON.
+are those at t_0. The ratio is a band median per pixel: the gain drift of a receiver chain
+is broadband, and a per-channel ratio would add the loads' noise to every ON.
 Counts carry the receiver noise too (C = g (T_rec + T)), so dividing by r(t) is exact for a
 pure gain drift. Used by the stages with ``gain_interpolate: 3`` (docs/physics.md).
 """
