@@ -102,7 +102,7 @@ def build_config(ns: argparse.Namespace) -> Any:
                          ("t_atm", "t_atm"), ("atmosphere_table", "atmosphere_table"),
                          ("gs_xs", "gs_xs"), ("gi_xi", "gi_xi"), ("f_eff", "f_eff"),
                          ("scale", "scale"), ("eta_mb", "eta_mb"), ("eta_fss", "eta_fss"),
-                         ("telescope", "telescope")):
+                         ("telescope", "telescope"), ("gain_interpolate", "gain_interpolate")):
         value = getattr(ns, option, None)
         if value is not None:
             changes[name] = value
@@ -403,6 +403,9 @@ def _add_calibration_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eta-mb", type=float, help="main-beam efficiency B_eff (for --scale tmb)")
     g.add_argument("--eta-fss", type=float,
                    help="forward efficiency F_eff of the T_mb conversion [f_eff]")
+    g.add_argument("--gain-interpolate", type=int, choices=(0, 3),
+                   help="gain-drift correction to the next calibration snapshot: 0 off, 3 ON "
+                        "and OFF counts [0]")
     g.add_argument("--telescope", metavar="NAME",
                    help="telescope profile (calpipe/data/telescopes) [from the scan attribute]")
 

@@ -196,3 +196,40 @@ def test_both_modes_write_the_same_drift_corrected_l1(tmp_path: Path) -> None:
     fails = json.loads((workflow / "failures.json").read_text())
     assert [(f["scan"], f["stage"], f["error"]) for f in fails] == [
         (1004, "load", "MissingLoadError")]
+
+
+def test_cli_gain_interpolate(tmp_path: Path) -> None:
+    from calpipe.cli import main
+
+    make_session(tmp_path / "s.zarr", noise=False, n_scans=4, load_every=3,
+                 gain_drift_per_hour=0.1, gain_drift_reset=False)
+    from calpipe.atmosphere.tableio import save_table
+
+    save_table(analytic_table(), tmp_path / "table.npz")
+    out = tmp_path / "l1.zarr"
+    assert main(["-q", "calibrate", str(tmp_path / "s.zarr"), str(out), "--gain-interpolate",
+                 "3", "--atmosphere-table", str(tmp_path / "table.npz")]) == 0
+    group = zarr.open_group(str(out / "scan_001001"), mode="r")
+    assert group.attrs["gain_drift"]["next_calibration_scan"] == 1003
+
+
+def test_gain_interpolate_with_noise_is_unbiased_over_20_seeds(tmp_path: Path) -> None:
+    """Radiometer noise, 10 %/h continuous drift: the corrected line integral has no bias
+    beyond 3 standard errors over 20 seeds (uncorrected it is biased by > 1 %)."""
+    errors, raw = [], []
+    for seed in range(20):
+        path = make_session(tmp_path / f"s{seed}.zarr", seed=seed, n_scans=3, load_every=2,
+                            modes=("tp",), n_channels=256, n_dumps=8, pwv_mm=1.5,
+                            gain_drift_per_hour=0.1, gain_drift_reset=False,
+                            scan_seconds=600.0)
+        truth = zarr.open_group(str(truth_path_for(path)), mode="r")
+        ta = truth["scan_001001"]["ta_star"][...]
+        line = ta.mean(axis=(1, 2, 3, 4)) > 0.01 * ta.max()
+        expect = ta[line].mean(axis=(1, 2, 3, 4)).sum()
+        for config, sink in ((ZENITH.replace(gain_interpolate=3), errors), (ZENITH, raw)):
+            ((result, _),) = _stages(path, config)
+            sink.append(np.nanmean(result.spectra[line], axis=(1, 2, 3, 4)).sum() / expect - 1)
+    errors_a = np.array(errors)
+    stderr = errors_a.std(ddof=1) / np.sqrt(errors_a.size)
+    assert abs(errors_a.mean()) < 3 * stderr, (errors_a.mean(), stderr)
+    assert np.mean(raw) > 0.01, np.mean(raw)
