@@ -348,7 +348,8 @@ def _cmd_manifest(ns: argparse.Namespace) -> int:
     check_session_names(stores)
     mode = ns.stamp or str((config.get("manifest") or {}).get("stamp", "stat"))
     for name, store in stores.items():
-        manifest = build_manifest(name, store, stamp_mode=mode)
+        manifest = build_manifest(name, store, stamp_mode=mode, next_calibration=bool(
+            (config.get("calibration") or {}).get("gain_interpolate")))
         print(f"{manifest_path(name)}: {len(manifest['scans'])} scans "
               f"({len(manifest['calibration_only'])} calibration-only) from {store}")
     return 0

@@ -233,3 +233,25 @@ def test_gain_interpolate_with_noise_is_unbiased_over_20_seeds(tmp_path: Path) -
     stderr = errors_a.std(ddof=1) / np.sqrt(errors_a.size)
     assert abs(errors_a.mean()) < 3 * stderr, (errors_a.mean(), stderr)
     assert np.mean(raw) > 0.01, np.mean(raw)
+
+
+@pytest.mark.parametrize("mode", ["stat", "content"])
+def test_workflow_stamp_includes_the_next_snapshot(tmp_path: Path, mode: str) -> None:
+    """With gain_interpolate the next calibration snapshot is an input of the scan: its
+    number is in the stamp, and changing its files (stat) or data (content) changes it."""
+    from calpipe.testing import replace_array
+    from calpipe.workflow.manifest import scan_stamp
+
+    path = make_session(tmp_path / "s.zarr", noise=False, n_scans=4, load_every=3)
+    session = open_session(path)
+    plain = scan_stamp(session, 1001, mode)
+    before = scan_stamp(session, 1001, mode, next_calibration=True)
+    assert "next_calibration_scan" not in plain
+    assert before["next_calibration_scan"] == 1003
+    thot = zarr.open_group(str(path), mode="r")["scan_001003/calibration/thot"][...]
+    replace_array(path, 1003, "calibration/thot", thot + 1.0)
+    session = open_session(path)
+    assert scan_stamp(session, 1001, mode) == plain  # not an input without gain_interpolate
+    assert scan_stamp(session, 1001, mode, next_calibration=True) != before
+    last = scan_stamp(session, 1002, mode, next_calibration=True)
+    assert last["next_calibration_scan"] == 1003
