@@ -102,7 +102,8 @@ def build_config(ns: argparse.Namespace) -> Any:
                          ("t_atm", "t_atm"), ("atmosphere_table", "atmosphere_table"),
                          ("gs_xs", "gs_xs"), ("gi_xi", "gi_xi"), ("f_eff", "f_eff"),
                          ("scale", "scale"), ("eta_mb", "eta_mb"), ("eta_fss", "eta_fss"),
-                         ("telescope", "telescope"), ("gain_interpolate", "gain_interpolate")):
+                         ("telescope", "telescope"), ("gain_interpolate", "gain_interpolate"),
+                         ("calibration_select", "calibration_select")):
         value = getattr(ns, option, None)
         if value is not None:
             changes[name] = value
@@ -348,8 +349,9 @@ def _cmd_manifest(ns: argparse.Namespace) -> int:
     check_session_names(stores)
     mode = ns.stamp or str((config.get("manifest") or {}).get("stamp", "stat"))
     for name, store in stores.items():
+        calib = config.get("calibration") or {}
         manifest = build_manifest(name, store, stamp_mode=mode, next_calibration=bool(
-            (config.get("calibration") or {}).get("gain_interpolate")))
+            calib.get("gain_interpolate")) or calib.get("calibration_select") == "nearest")
         print(f"{manifest_path(name)}: {len(manifest['scans'])} scans "
               f"({len(manifest['calibration_only'])} calibration-only) from {store}")
     return 0
@@ -407,6 +409,9 @@ def _add_calibration_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gain-interpolate", type=int, choices=(0, 3),
                    help="gain-drift correction to the next calibration snapshot: 0 off, 3 ON "
                         "and OFF counts [0]")
+    g.add_argument("--calibration-select", choices=("lloadsn", "nearest"),
+                   help="calibration snapshot: lloadsn's, or the nearest in time of it and "
+                        "the next one [lloadsn]")
     g.add_argument("--telescope", metavar="NAME",
                    help="telescope profile (calpipe/data/telescopes) [from the scan attribute]")
 

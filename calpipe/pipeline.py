@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from calpipe import l1
 from calpipe.config import CalibrationConfig
-from calpipe.errors import ConfigError
+from calpipe.errors import ConfigError, MissingLoadError
 from calpipe.l0 import CalibrationSnapshot, ScanData, Session, open_session
 from calpipe.products import CalibrationResult
 from calpipe.runner import (
@@ -106,10 +106,18 @@ def load_scan_and_calibration(session: Session, scan: int) -> tuple[ScanData,
 
 def load_next_calibration(session: Session, scan: int, cal_scan: int,
                           config: CalibrationConfig) -> CalibrationSnapshot | None:
-    """The next calibration snapshot when ``gain_interpolate`` asks for it (issue 14)."""
-    if not config.gain_interpolate:
+    """The next calibration snapshot when ``gain_interpolate`` or ``calibration_select:
+    nearest`` asks for it (issue 14); None when not asked, or for ``nearest`` when there is
+    none (the lloadsn snapshot is then the nearest); MissingLoadError for gain_interpolate."""
+    if not config.wants_next_calibration:
         return None
-    return session.load_calibration(session.next_calibration_scan(scan, cal_scan), None)
+    try:
+        nxt = session.next_calibration_scan(scan, cal_scan)
+    except MissingLoadError:
+        if config.gain_interpolate:
+            raise
+        return None
+    return session.load_calibration(nxt, None)
 
 
 @dataclass
@@ -143,9 +151,11 @@ def compute_scan(loaded: LoadedScan, run: ScanRun, config: CalibrationConfig,
             if next_cal is not None:
                 run.l0_bytes_read += next_cal.bytes_read
             load = run.stage("resolve", resolve, data, cal, config, next_cal)
-            digests = {"scan": data.content_digest, "calibration": cal.content_digest,
-                       "calibration_scan": int(cal.scan)}
-            del cal, next_cal  # the loads are reduced to [C, R, A]: drop the raw snapshots
+            used = next_cal if next_cal is not None and load.cal_scan == next_cal.scan \
+                and load.cal_scan != cal.scan else cal  # calibration_select: nearest
+            digests = {"scan": data.content_digest, "calibration": used.content_digest,
+                       "calibration_scan": int(used.scan)}
+            del cal, next_cal, used  # the loads are reduced to [C, R, A]: drop the snapshots
             prepared = run.stage("prepare", prepare, data, config)
             atm = run.stage("atmosphere", atmosphere, ScanGeometry.of(data), load, prepared,
                             config, table)

@@ -188,6 +188,8 @@ def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig,
             raise MetadataError("gain_interpolate is not available for vane (VANE/SKY) "
                                 "calibration", scan=scan.scan, array="calibration/sobsmode")
         return nod.resolve_vane(scan, cal, config)
+    if config.calibration_select == "nearest" and next_cal is not None:
+        cal = _nearest_snapshot(scan, cal, next_cal)
     load = _resolve_snapshot(scan, cal, config)
     if not config.gain_interpolate:
         return load
@@ -206,6 +208,17 @@ def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig,
     load = _resolve_snapshot(scan, dataclasses.replace(cal, counts=steady), config)
     return dataclasses.replace(load, drift_ratio=model.ratio, drift_t0_mjd=t0,
                                drift_t1_mjd=t1, drift_scan=int(next_cal.scan))
+
+
+def _nearest_snapshot(scan: ScanData, cal: CalibrationSnapshot,
+                      next_cal: CalibrationSnapshot) -> CalibrationSnapshot:
+    """Of the two snapshots the one whose mean dump time is nearer the scan's (ties: the
+    scan's own lloadsn snapshot)."""
+    m = scan.meta
+    t_scan = float(np.mean(gain.dump_times(m.mjd, m.exptime, scan.counts.shape[1])))
+    t0 = gain.snapshot_time(cal.meta.mjd, cal.meta.exptime, cal.counts.shape[1])
+    t1 = gain.snapshot_time(next_cal.meta.mjd, next_cal.meta.exptime, next_cal.counts.shape[1])
+    return next_cal if abs(t1 - t_scan) < abs(t0 - t_scan) else cal
 
 
 def _resolve_snapshot(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig

@@ -229,7 +229,8 @@ def load_manifests(config: Mapping[str, Any], *, main_process: bool,
     refresh = bool(opts.get("refresh", True))
     mode = str(opts.get("stamp", "stat"))
     calib = dict(config.get("calibration") or {})
-    next_calibration = bool(calib.get("gain_interpolate"))  # issue 14: the next snapshot
+    next_calibration = bool(calib.get("gain_interpolate")) or calib.get(
+        "calibration_select") == "nearest"  # issue 14: the next snapshot is an input
     out: dict[str, list[str]] = {}
     for name, store in stores.items():
         if main_process and not Path(store).exists():

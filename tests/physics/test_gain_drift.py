@@ -255,3 +255,67 @@ def test_workflow_stamp_includes_the_next_snapshot(tmp_path: Path, mode: str) ->
     assert scan_stamp(session, 1001, mode, next_calibration=True) != before
     last = scan_stamp(session, 1002, mode, next_calibration=True)
     assert last["next_calibration_scan"] == 1003
+
+
+# -- calibration_select: nearest ---------------------------------------------------------------
+
+def test_nearest_snapshot_is_used(tmp_path: Path) -> None:
+    """Loads 1000 and 1006, scans 120 s apart: 1001-1002 are nearer 1000, 1003-1005 nearer
+    1006 (1003's mid-time is 10 s after its start, the loads' 4 s); with a continuous drift
+    the nearest snapshot gives the smaller bias."""
+    from calpipe.errors import ConfigError
+
+    path = make_session(tmp_path / "s.zarr", noise=False, n_scans=7, load_every=6,
+                        gain_drift_per_hour=0.1, gain_drift_reset=False)
+    truth = zarr.open_group(str(truth_path_for(path)), mode="r")
+    lloadsn = {r.scan: r for r, _ in _stages(path, ZENITH)}
+    nearest = {r.scan: r for r, _ in _stages(path, ZENITH.replace(
+        calibration_select="nearest"))}
+    used = {n: r.attrs["calibration_scan"] for n, r in nearest.items()}
+    assert used == {1001: 1000, 1002: 1000, 1003: 1006, 1004: 1006, 1005: 1006}
+    assert all(r.attrs["calibration_scan"] == 1000 for r in lloadsn.values())
+    for n in (1004, 1005):
+        ta = truth[scan_group_name(n)]["ta_star"][...]
+
+        def bias(r: object, ta: np.ndarray = ta) -> float:
+            return float(abs(np.nanmean(r.spectra) / np.nanmean(ta) - 1))  # type: ignore[attr-defined]
+
+        assert bias(nearest[n]) < 0.5 * bias(lloadsn[n])
+    with pytest.raises(ConfigError, match="exclude"):
+        CalibrationConfig(calibration_select="nearest", gain_interpolate=3)
+
+
+def test_nearest_without_a_next_snapshot_keeps_lloadsn(tmp_path: Path) -> None:
+    path = make_session(tmp_path / "s.zarr", noise=False, n_scans=3, load_every=3)
+    results = _stages(path, ZENITH.replace(calibration_select="nearest"))
+    assert [r.attrs["calibration_scan"] for r, _ in results] == [1000, 1000]
+
+
+def test_both_modes_agree_with_nearest(tmp_path: Path) -> None:
+    import os
+
+    import yaml
+
+    from calpipe.atmosphere.tableio import save_table
+    from calpipe.pipeline import calibrate_store
+    from calpipe.testing import assert_l1_equal, run_snakemake
+    from calpipe.workflow import calibration_config
+
+    save_table(analytic_table(), tmp_path / "table.npz")
+    make_session(tmp_path / "s.zarr", table=analytic_table(), n_scans=5, load_every=4,
+                 gain_drift_per_hour=0.1, gain_drift_reset=False)
+    section = {"atmosphere_table": "table.npz", "calibration_select": "nearest"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {"stores": {"s": "s.zarr"}, "report": False, "calibration": section}))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        calibrate_store("s.zarr", tmp_path / "inprocess.zarr", calibration_config(section))
+    finally:
+        os.chdir(cwd)
+    run_snakemake(tmp_path, "--cores", "2")
+    workflow = tmp_path / "results" / "s" / "l1.zarr"
+    assert_l1_equal(tmp_path / "inprocess.zarr", workflow)
+    group = zarr.open_group(str(workflow / "scan_001003"), mode="r")
+    assert group.attrs["calibration_scan"] == 1004
+    assert group.attrs["provenance"]["content_digest"]["calibration_scan"] == 1004
