@@ -209,3 +209,32 @@ def test_cli_scale_option(tmp_path: Path) -> None:
     spectra = group["spectra"][...]
     expect = np.concatenate([t_mb[..., k] for k in range(t_mb.shape[-1])], axis=1)
     assert np.nanmax(np.abs(spectra - expect)) <= 1e-4 * np.nanmax(np.abs(t_mb))
+
+
+def test_exports_and_quicklook_name_the_scale(tmp_path: Path) -> None:
+    """SDFITS BUNIT and the quick-look axis say T_mb for a T_mb L1 (T_A* otherwise)."""
+    from astropy.io import fits
+
+    from calpipe.export.sdfits import export_sdfits
+    from calpipe.pipeline import calibrate_store
+    from calpipe.quicklook import XAxis, _data_panel, _read_scan
+
+    make_session(tmp_path / "s.zarr", n_scans=3, load_every=3, modes=("otf", "tp"))
+    for scale, word in (("tmb", "T_mb"), ("ta_star", "T_A*")):
+        out = tmp_path / f"{scale}.zarr"
+        calibrate_store(tmp_path / "s.zarr", out, ZENITH.replace(
+            scale=scale, eta_mb=0.8, atmosphere_table=None), table=analytic_table())
+        export_sdfits(out, tmp_path / f"{scale}.fits")
+        with fits.open(tmp_path / f"{scale}.fits") as hdul:
+            assert hdul[1].header.comments["BUNIT"].startswith(word)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        for scan in (1001, 1002):
+            data = _read_scan(zarr.open_group(str(out / f"scan_{scan:06d}"), mode="r"))
+            fig, ax = plt.subplots()
+            _data_panel(fig, ax, XAxis.of(data, "frequency"), data)
+            assert word in ax.get_title()
+            plt.close(fig)
