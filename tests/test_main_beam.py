@@ -238,3 +238,21 @@ def test_exports_and_quicklook_name_the_scale(tmp_path: Path) -> None:
             _data_panel(fig, ax, XAxis.of(data, "frequency"), data)
             assert word in ax.get_title()
             plt.close(fig)
+
+
+def test_tmb_with_noise_is_unbiased_over_20_seeds(tmp_path: Path) -> None:
+    """Radiometer noise: the T_mb line integral has no bias beyond 3 standard errors over 20
+    seeds (eta_mb 0.8, per-array gain curves)."""
+    errors = []
+    for seed in range(20):
+        path = make_session(tmp_path / f"s{seed}.zarr", seed=seed, n_scans=2, load_every=2,
+                            modes=("tp",), pwv_mm=1.5, n_channels=256, n_dumps=8,
+                            eta_mb=0.8, gain_curves=CURVES)
+        ((result, _, truth),) = _run(path, _tmb_config())
+        t_mb = truth["t_mb"][...]
+        line = t_mb.mean(axis=(1, 2, 3, 4)) > 0.01 * t_mb.max()
+        measured = np.nanmean(result.spectra[line], axis=(1, 2, 3, 4)).sum()
+        errors.append(measured / t_mb[line].mean(axis=(1, 2, 3, 4)).sum() - 1)
+    e = np.array(errors)
+    stderr = e.std(ddof=1) / np.sqrt(e.size)
+    assert abs(e.mean()) < 3 * stderr, (e.mean(), stderr)
