@@ -68,6 +68,8 @@ def _cmd_simulate(ns: argparse.Namespace) -> int:
         changes["modes"] = tuple(ns.modes.split(","))
     if ns.no_truth:
         changes["write_truth"] = False
+    if ns.gain_drift_continuous:
+        changes["gain_drift_reset"] = False
     try:
         cfg = replace(cfg, **changes)
     except ValueError as exc:
@@ -98,13 +100,21 @@ def build_config(ns: argparse.Namespace) -> Any:
     for option, name in (("mode", "mode"), ("physics", "physics"), ("pwv", "pwv_fixed_mm"),
                          ("pwv_fallback", "pwv_fallback_mm"), ("reference", "reference"),
                          ("t_atm", "t_atm"), ("atmosphere_table", "atmosphere_table"),
-                         ("gs_xs", "gs_xs"), ("gi_xi", "gi_xi"), ("f_eff", "f_eff")):
+                         ("gs_xs", "gs_xs"), ("gi_xi", "gi_xi"), ("f_eff", "f_eff"),
+                         ("scale", "scale"), ("eta_mb", "eta_mb"), ("eta_fss", "eta_fss"),
+                         ("telescope", "telescope"), ("gain_interpolate", "gain_interpolate"),
+                         ("calibration_select", "calibration_select")):
         value = getattr(ns, option, None)
         if value is not None:
             changes[name] = value
     if getattr(ns, "per_pixel_pwv", False):
         changes["pwv_per_pixel"] = True
-    return config.replace(**changes) if changes else config
+    config = config.replace(**changes) if changes else config
+    if config.telescope is not None:  # an unknown profile stops the run before any scan
+        from calpipe.telescopes import load_profile
+
+        load_profile(config.telescope)
+    return config
 
 
 def _parse_scans(text: str | None) -> list[int] | None:
@@ -343,7 +353,9 @@ def _cmd_manifest(ns: argparse.Namespace) -> int:
     check_session_names(stores)
     mode = ns.stamp or str((config.get("manifest") or {}).get("stamp", "stat"))
     for name, store in stores.items():
-        manifest = build_manifest(name, store, stamp_mode=mode)
+        calib = config.get("calibration") or {}
+        manifest = build_manifest(name, store, stamp_mode=mode, next_calibration=bool(
+            calib.get("gain_interpolate")) or calib.get("calibration_select") == "nearest")
         print(f"{manifest_path(name)}: {len(manifest['scans'])} scans "
               f"({len(manifest['calibration_only'])} calibration-only) from {store}")
     return 0
@@ -399,6 +411,19 @@ def _add_calibration_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gs-xs", type=float, help="signal sideband gain default")
     g.add_argument("--gi-xi", type=float, help="image sideband gain default")
     g.add_argument("--f-eff", type=float, help="forward efficiency default")
+    g.add_argument("--scale", choices=("ta_star", "tmb"),
+                   help="temperature scale of L1: T_A* or T_mb [ta_star]")
+    g.add_argument("--eta-mb", type=float, help="main-beam efficiency B_eff (for --scale tmb)")
+    g.add_argument("--eta-fss", type=float,
+                   help="forward efficiency F_eff of the T_mb conversion [f_eff]")
+    g.add_argument("--gain-interpolate", type=int, choices=(0, 3),
+                   help="gain-drift correction to the next calibration snapshot: 0 off, 3 ON "
+                        "and OFF counts [0]")
+    g.add_argument("--calibration-select", choices=("lloadsn", "nearest"),
+                   help="calibration snapshot: lloadsn's, or the nearest in time of it and "
+                        "the next one [lloadsn]")
+    g.add_argument("--telescope", metavar="NAME",
+                   help="telescope profile (calpipe/data/telescopes) [from the scan attribute]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -457,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gain-drift-per-hour", type=float, metavar="FRACTION",
                    help="fractional gain change per hour since the load scan "
                         f"[{d.gain_drift_per_hour}]")
+    p.add_argument("--gain-drift-continuous", action="store_true",
+                   help="the gain drift runs through the session instead of restarting at "
+                        "every load scan [restarts]")
     p.add_argument("--fill-fraction", type=float, metavar="FRACTION",
                    help="fraction of ON dump spectra replaced by the fill value "
                         f"[{d.fill_fraction}]")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from calpipe.errors import ConfigError
+from calpipe.physics.beam import GainCurve
 
 PhysicsMode = Literal["exact", "kalibrate-compat"]
 ObsModeOption = Literal["auto", "tp", "otf", "nod"]
@@ -23,6 +24,7 @@ ReferenceMethod = Literal["linear", "nearest"]
 TatmMethod = Literal["model", "ambient"]
 VaneTcalMethod = Literal["auto", "given", "ambient", "vane", "frayer"]
 SkyModelOption = Literal["auto", "zenith"]
+ScaleOption = Literal["ta_star", "tmb"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "physics": ("exact", "kalibrate-compat"),
@@ -31,7 +33,12 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "t_atm": ("model", "ambient"),
     "vane_t_cal_method": ("auto", "given", "ambient", "vane", "frayer"),
     "sky_model": ("auto", "zenith"),
+    "scale": ("ta_star", "tmb"),
+    "calibration_select": ("lloadsn", "nearest"),
 }
+
+#: the options a telescope profile (calpipe.telescopes) may set; explicit values win
+PROFILE_OPTIONS = ("f_eff", "eta_mb", "eta_fss", "gain_curve")
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,25 @@ class CalibrationConfig:
     vane_t_atm: float | None = None
     vane_tau_zenith: float | None = None
     flag_vegas_spurs: bool = True  # blank the VEGAS spur channels (scan attribute vegas_spurs)
+    # issue 14 (calpipe.physics.beam): deliver T_mb = T_A* eta_fss / (eta_mb G(el)) instead of
+    # T_A*; eta_fss None = the f_eff of T_A*; gain_curve None / () = G = 1; a list of numbers
+    # (ascending powers of el in deg) or of {coefficients, arrays, band_ghz} mappings
+    scale: ScaleOption = "ta_star"
+    eta_mb: float | None = None
+    eta_fss: float | None = None
+    gain_curve: tuple[GainCurve, ...] | None = None
+    # issue 14: telescope profile (calpipe/data/telescopes/NAME.yaml); None = the one named by
+    # the scan attribute 'telescope' if known, else none
+    telescope: str | None = None
+    # issue 14 item 2 (calpipe.physics.gain): 0 off; 3 = ON and OFF counts corrected for the
+    # gain drift interpolated between the scan's load snapshot and the next one in the store
+    gain_interpolate: int = 0
+    # issue 14: which calibration snapshot a scan uses: the one its lloadsn names, or the one
+    # nearest in time of that and the next snapshot in the store (IRAM MRTCAL's NEAREST)
+    calibration_select: Literal["lloadsn", "nearest"] = "lloadsn"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "gain_curve", _gain_curves(self.gain_curve))
         for name, choices in _CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(
@@ -103,8 +127,22 @@ class CalibrationConfig:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int | float) and value >= 0):
                 raise ConfigError(f"option '{name}' = {value!r}; expected a number >= 0")
-        if self.f_eff is not None and not 0 < self.f_eff <= 1:
-            raise ConfigError(f"option 'f_eff' = {self.f_eff}; expected 0 < f_eff <= 1")
+        for name in ("f_eff", "eta_mb", "eta_fss"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, int | float)
+                                      or not 0 < value <= 1):
+                raise ConfigError(f"option '{name}' = {value!r}; expected 0 < {name} <= 1")
+        if self.gain_interpolate not in (0, 3) or isinstance(self.gain_interpolate, bool):
+            raise ConfigError(f"option 'gain_interpolate' = {self.gain_interpolate!r}; expected "
+                              "0 (off) or 3 (ON and OFF counts corrected)")
+        if self.gain_interpolate and self.calibration_select == "nearest":
+            raise ConfigError("calibration_select 'nearest' and gain_interpolate 3 exclude each "
+                              "other (the interpolation uses both snapshots)")
+        if self.telescope is not None and not (isinstance(self.telescope, str)
+                                               and self.telescope):
+            raise ConfigError(f"option 'telescope' = {self.telescope!r}; expected a profile "
+                              "name")
         if not 0 < self.pwv_grid_min_mm < self.pwv_grid_max_mm:
             raise ConfigError("pwv grid: need 0 < pwv_grid_min_mm < pwv_grid_max_mm")
         if self.pwv_grid_points < 3:
@@ -177,10 +215,66 @@ class CalibrationConfig:
         return dataclasses.asdict(self)
 
     @property
+    def wants_next_calibration(self) -> bool:
+        """Whether a scan also needs the next calibration snapshot (issue 14)."""
+        return bool(self.gain_interpolate) or self.calibration_select == "nearest"
+
+    @property
     def digest(self) -> str:
         """sha256 (hex, 16 chars) over the canonical JSON of all options."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{what} = {value!r}; expected a number")
+    return float(value)
+
+
+def _gain_curves(raw: Any) -> tuple[GainCurve, ...] | None:
+    """gain_curve as given (None, a list of coefficients, a list of mappings, GainCurves) ->
+    a tuple of GainCurve; ConfigError naming the bad entry."""
+    if raw is None:
+        return None
+    if isinstance(raw, GainCurve):
+        raw = [raw]
+    if not isinstance(raw, list | tuple):
+        raise ConfigError(f"option 'gain_curve' = {raw!r}; expected a list of coefficients or "
+                          "of {coefficients, arrays, band_ghz} mappings")
+    if raw and all(isinstance(x, int | float) and not isinstance(x, bool) for x in raw):
+        raw = [{"coefficients": list(raw)}]
+    out: list[GainCurve] = []
+    for k, entry in enumerate(raw):
+        what = f"gain_curve[{k}]"
+        if isinstance(entry, GainCurve):
+            out.append(entry)
+            continue
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{what} = {entry!r}; expected a mapping with 'coefficients'")
+        unknown = sorted(set(entry) - {"coefficients", "arrays", "band_ghz"})
+        if unknown:
+            raise ConfigError(f"{what}: unknown key(s) {', '.join(map(str, unknown))}")
+        coeffs = entry.get("coefficients")
+        if not isinstance(coeffs, list | tuple) or not coeffs:
+            raise ConfigError(f"{what}.coefficients: expected a non-empty list of numbers")
+        arrays = entry.get("arrays")
+        if arrays is not None:
+            if not isinstance(arrays, list | tuple) or not all(
+                    isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in arrays):
+                raise ConfigError(f"{what}.arrays = {arrays!r}; expected array indices >= 0")
+            arrays = tuple(int(a) for a in arrays)
+        band = entry.get("band_ghz")
+        if band is not None:
+            if not isinstance(band, list | tuple) or len(band) != 2:
+                raise ConfigError(f"{what}.band_ghz = {band!r}; expected [lo, hi] (GHz)")
+            lo, hi = (_number(b, f"{what}.band_ghz") for b in band)
+            if not 0 <= lo < hi:
+                raise ConfigError(f"{what}.band_ghz = {band!r}; expected 0 <= lo < hi")
+            band = (lo, hi)
+        out.append(GainCurve(tuple(_number(c, f"{what}.coefficients") for c in coeffs),
+                             arrays, band))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

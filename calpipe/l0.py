@@ -362,6 +362,21 @@ class Session:
         )
         return data
 
+    def next_calibration_scan(self, scan: int, cal_scan: int) -> int:
+        """The first scan after both ``scan`` and its calibration scan that has a
+        ``calibration/`` group (issue 14: gain interpolation); MissingLoadError if none."""
+        for n in self.scans():
+            if n <= max(scan, cal_scan):
+                continue
+            try:
+                if self.has_calibration(n):
+                    return n
+            except CalibrationError:
+                continue
+        raise MissingLoadError(f"gain_interpolate: no calibration snapshot after scan "
+                               f"{max(scan, cal_scan)} in the store", scan=scan,
+                               array="calibration")
+
     def calibration_scan_for(self, scan: int, lloadsn: np.ndarray | None = None) -> int:
         """Which scan's ``calibration/`` group serves ``scan`` (DESIGN 2.1)."""
         if self.has_calibration(scan):

@@ -382,7 +382,13 @@ def pixel_ids(frontend_backends: Any, n_r: int, n_a: int) -> np.ndarray:
 
 
 def _extra_attrs(name: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """Per-variable attributes beyond long_name / units."""
+    """Per-variable attributes beyond long_name / units (a long_name here replaces it)."""
+    scale = attrs.get("scale")
+    if isinstance(scale, Mapping) and scale.get("scale") == "tmb":  # issue 14: T_mb scale
+        if name == "spectra":
+            return {"long_name": "main-beam brightness temperature T_mb (signal sideband)"}
+        if name == "t_sys":
+            return {"long_name": "system temperature on the T_mb scale"}
     if name == "flags":
         return {"flag_masks": FLAG_MASKS, "flag_meanings": FLAG_MEANINGS}
     if name == DIM_TIME:

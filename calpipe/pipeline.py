@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from calpipe import l1
 from calpipe.config import CalibrationConfig
-from calpipe.errors import ConfigError
+from calpipe.errors import ConfigError, MissingLoadError
 from calpipe.l0 import CalibrationSnapshot, ReadLimits, ScanData, Session, open_session
 from calpipe.products import CalibrationResult
 from calpipe.runner import (
@@ -93,6 +93,7 @@ class LoadedScan:
     scan: int
     data: ScanData | None = None
     cal: CalibrationSnapshot | None = None
+    next_cal: CalibrationSnapshot | None = None  # gain_interpolate (issue 14)
     error: BaseException | None = None
     load_seconds: float = 0.0
 
@@ -102,6 +103,22 @@ def load_scan_and_calibration(session: Session, scan: int) -> tuple[ScanData,
     data = session.load_scan(scan)
     cal = session.load_calibration(scan, data.meta.lloadsn)
     return data, cal
+
+
+def load_next_calibration(session: Session, scan: int, cal_scan: int,
+                          config: CalibrationConfig) -> CalibrationSnapshot | None:
+    """The next calibration snapshot when ``gain_interpolate`` or ``calibration_select:
+    nearest`` asks for it (issue 14); None when not asked, or for ``nearest`` when there is
+    none (the lloadsn snapshot is then the nearest); MissingLoadError for gain_interpolate."""
+    if not config.wants_next_calibration:
+        return None
+    try:
+        nxt = session.next_calibration_scan(scan, cal_scan)
+    except MissingLoadError:
+        if config.gain_interpolate:
+            raise
+        return None
+    return session.load_calibration(nxt, None)
 
 
 @dataclass
@@ -122,8 +139,8 @@ def compute_scan(loaded: LoadedScan, run: ScanRun, config: CalibrationConfig,
     The calibration snapshot is dropped right after resolve and the source counts right after
     calibrate; ``release`` is then called (the prefetch loop returns its permit there).
     """
-    data, cal = loaded.data, loaded.cal
-    loaded.data = loaded.cal = None
+    data, cal, next_cal = loaded.data, loaded.cal, loaded.next_cal
+    loaded.data = loaded.cal = loaded.next_cal = None
     try:
         with run:
             if loaded.error is not None:
@@ -132,10 +149,14 @@ def compute_scan(loaded: LoadedScan, run: ScanRun, config: CalibrationConfig,
             assert data is not None and cal is not None
             run.clock.timings["load"] = loaded.load_seconds
             run.l0_bytes_read += data.bytes_read + cal.bytes_read
-            load = run.stage("resolve", resolve, data, cal, config)
-            digests = {"scan": data.content_digest, "calibration": cal.content_digest,
-                       "calibration_scan": int(cal.scan)}
-            del cal  # the loads are reduced to [C, R, A]: drop the raw snapshot now
+            if next_cal is not None:
+                run.l0_bytes_read += next_cal.bytes_read
+            load = run.stage("resolve", resolve, data, cal, config, next_cal)
+            used = next_cal if next_cal is not None and load.cal_scan == next_cal.scan \
+                and load.cal_scan != cal.scan else cal  # calibration_select: nearest
+            digests = {"scan": data.content_digest, "calibration": used.content_digest,
+                       "calibration_scan": int(used.scan)}
+            del cal, next_cal, used  # the loads are reduced to [C, R, A]: drop the snapshots
             prepared = run.stage("prepare", prepare, data, config)
             atm = run.stage("atmosphere", atmosphere, ScanGeometry.of(data), load, prepared,
                             config, table)
@@ -261,6 +282,8 @@ def _run_loop(session: Session, todo: list[int], out: Path, config: CalibrationC
                 t = time.perf_counter()
                 try:
                     item.data, item.cal = load_scan_and_calibration(session, scan)
+                    item.next_cal = load_next_calibration(session, scan, item.cal.scan,
+                                                          config)
                 except BaseException as exc:  # handed to the main thread, which decides
                     item.error = exc
                 item.load_seconds = time.perf_counter() - t
@@ -393,6 +416,7 @@ def calibrate_single_scan(store: str | Path, scan: int, out: str | Path,
         t = time.perf_counter()
         try:
             loaded.data, loaded.cal = load_scan_and_calibration(session, scan)
+            loaded.next_cal = load_next_calibration(session, scan, loaded.cal.scan, config)
         except BaseException as exc:
             loaded.error = exc
         loaded.load_seconds = time.perf_counter() - t

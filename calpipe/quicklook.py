@@ -276,6 +276,7 @@ def _data_panel(fig: Any, ax: Any, xa: XAxis, data: dict[str, Any]) -> None:
     """OTF: waterfall of pixel-mean T_A* over dumps; TP: averaged spectrum per pixel."""
     attrs = data["attrs"]
     n_c, n_d, n_r, n_a, n_s = data["shape"]
+    q = str((attrs.get("scale") or {}).get("quantity") or "T_A*")  # issue 14: T_mb scale
     if attrs.get("mode") == "otf":
         w = _bin_channels(data["waterfall"], MAX_IMAGE_CHANNELS)  # [C', rows]
         rows = w.shape[1]
@@ -289,13 +290,13 @@ def _data_panel(fig: Any, ax: Any, xa: XAxis, data: dict[str, Any]) -> None:
                        extent=(*_x_range(xa), -0.5, rows - 0.5))
         for s in range(1, n_s):
             ax.axhline(s * n_d - 0.5, color="w", lw=0.6, ls=":")
-        _colorbar(fig, ax, im, "T_A* (K), mean over pixels")
+        _colorbar(fig, ax, im, f"{q} (K), mean over pixels")
         ax.set_ylabel(f"dump ({n_s} ON subscans x {n_d} dumps)")
-        ax.set_title("OTF waterfall: T_A* over dumps (mean over pixels)")
+        ax.set_title(f"OTF waterfall: {q} over dumps (mean over pixels)")
     else:
         _spectra_panel(ax, xa, data["mean_spectrum"],
-                       f"TP: T_A* averaged over {n_d} dumps x {n_s} ON subscans",
-                       "T_A* (K)", data["outlier_pixels"], data.get("pixel_id"),
+                       f"TP: {q} averaged over {n_d} dumps x {n_s} ON subscans",
+                       f"{q} (K)", data["outlier_pixels"], data.get("pixel_id"),
                        full_range=True)
         mean_all = data["mean_spectrum"].reshape(n_c, -1)
         with _quiet():

@@ -77,6 +77,9 @@ class SimulationConfig:
     exptime_s: float = 0.5
     noise: bool = True
     gain_drift_per_hour: float = 0.0  # fractional gain change per hour since the load scan
+    # True: the drift restarts at every load scan (a sawtooth); False: it runs from mjd_start
+    # through the whole session, so consecutive load scans see it (issue 14 item 2)
+    gain_drift_reset: bool = True
     fill_fraction: float = 0.0  # fraction of ON dump spectra replaced by the int32 fill value
     dead_channels: int = 0  # channels per pixel with constant counts (bad: HOT == COLD)
     line_peak_k: float = 2.0  # T_A* peak of the line (K)
@@ -86,6 +89,12 @@ class SimulationConfig:
     write_truth: bool = True
     scan_seconds: float = 120.0
     mjd_start: float = 61000.0
+    # issue 14: the scan attribute 'telescope', and the main-beam scale of the truth: with
+    # eta_mb < 1 or gain_curves, the truth store also holds t_mb = T_A* f_eff / (eta_mb
+    # G_a(el)), G_a(el) = sum_k gain_curves[a or 0][k] el_deg^k (one curve, or one per array)
+    telescope: str = "FYST (simulated)"
+    eta_mb: float = 1.0
+    gain_curves: tuple[tuple[float, ...], ...] = ()
 
     @property
     def gs_xs(self) -> float:
@@ -110,6 +119,18 @@ class SimulationConfig:
             raise ValueError("need n_scans >= 2 and load_every >= 2")
         if self.zarr_format not in (2, 3):
             raise ValueError("zarr_format must be 2 or 3")
+        if not 0 < self.eta_mb <= 1:
+            raise ValueError("eta_mb must be in (0, 1]")
+        if len(self.gain_curves) not in (0, 1, self.n_arrays):
+            raise ValueError("gain_curves: one curve, or one per array")
+
+    def t_mb_factor(self, elevation_rad: float) -> np.ndarray:
+        """f_eff / (eta_mb G_a(el)) per array [A] (the truth's T_mb / T_A*)."""
+        el = float(np.degrees(elevation_rad))
+        curves = self.gain_curves or ((1.0,),)
+        gains = [sum(c * el**k for k, c in enumerate(curves[min(a, len(curves) - 1)]))
+                 for a in range(self.n_arrays)]
+        return self.f_eff / (self.eta_mb * np.asarray(gains, dtype=np.float64))
 
 
 @dataclass
@@ -289,7 +310,7 @@ def _scan_attrs(cfg: SimulationConfig, plan: ScanPlan) -> dict[str, Any]:
         "instmode": {"tp": "TP", "otf": "OTF", "load": "CAL"}[plan.kind],
         "line": "CO(2-1)",
         "rest_freq_hz": cfg.frequency_ghz * 1e9,
-        "telescope": "FYST (simulated)",
+        "telescope": cfg.telescope,
         "date_obs": f"MJD {plan.start_mjd:.6f}",
         "gs_xs": cfg.gs_xs,
         "gi_xi": cfg.gi_xi,
@@ -302,6 +323,8 @@ def _gain(cfg: SimulationConfig, inst: _Instrument, plan: ScanPlan, t_mjd: np.nd
           ) -> np.ndarray:
     """g(t) [C, D, R, A] for dump times t [D] (drift since the scan's load scan)."""
     load_start = cfg.mjd_start + (plan.load_scan - cfg.first_scan) * cfg.scan_seconds / 86400.0
+    if not cfg.gain_drift_reset:
+        load_start = cfg.mjd_start
     hours = (t_mjd - load_start) * 24.0
     factor = 1.0 + cfg.gain_drift_per_hour * hours
     return inst.gamma[:, None, :, :] * factor[None, :, None, None]
@@ -451,6 +474,10 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
         tg.attrs.update({"kind": plan.kind, "elevation_rad": plan.elevation_rad,
                          "on_index": on, "load_scan": plan.load_scan})
         _write(tg, "ta_star", ta_truth, ("C", "D", "R", "A", "S_on"))
+        if cfg.eta_mb != 1.0 or cfg.gain_curves:  # issue 14: the T_mb scale
+            k_mb = cfg.t_mb_factor(plan.elevation_rad)  # [A]
+            _write(tg, "t_mb", ta_truth * k_mb[None, None, None, :, None],
+                   ("C", "D", "R", "A", "S_on"))
         _write(tg, "tr_signal", tr_s[:, on], ("C", "S_on"))
         if tsky.shape[1:3] == (1, 1):
             _write(tg, "t_sky_eff", tsky[:, 0, 0], ("C", "S"))

@@ -7,6 +7,7 @@ in-process pipeline and the Snakemake rules call exactly these functions.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ import numpy as np
 from calpipe import (
     nod,  # issue 16: vane (VANE/SKY) calibration of Nod scans
     qa,
+    telescopes,  # issue 14: telescope profiles
 )
 from calpipe.config import CalibrationConfig, InstrumentParameters
 from calpipe.errors import (
@@ -23,8 +25,10 @@ from calpipe.errors import (
     CalibrationError,
     LowTransmissionError,
     MetadataError,
+    MissingLoadError,
 )
 from calpipe.l0 import CalibrationSnapshot, ScanData, check_compatible, check_has_data
+from calpipe.physics import beam, gain
 from calpipe.physics import flags as fl
 from calpipe.physics.atmosphere import (
     TORR_TO_HPA,
@@ -124,13 +128,101 @@ def frequency_axes(scan: ScanData) -> tuple[np.ndarray, np.ndarray]:
     return m.frequency_axes(scan.counts.shape[0])
 
 
+# -- telescope profile and T_mb scale (issue 14) --------------------------------------------
+
+def telescope_config(scan: ScanData, config: CalibrationConfig
+                     ) -> tuple[CalibrationConfig, dict[str, Any] | None]:
+    """The configuration completed by the scan's telescope profile (calpipe.telescopes) and
+    the L1 attribute describing the profile (None when there is none)."""
+    profile, source = telescopes.select(config, scan.attrs.get("telescope"))
+    if profile is None:
+        return config, None
+    return telescopes.apply(config, profile), profile.attrs(source)
+
+
+def _check_site(scan: ScanData, config: CalibrationConfig) -> None:
+    """The scan's band and pressure inside its telescope profile's ranges (MetadataError)."""
+    profile, _ = telescopes.select(config, scan.attrs.get("telescope"))
+    if profile is None:
+        return
+    nu_sig, _nu_img = frequency_axes(scan)
+    profile.check_scan(scan.scan, (float(np.min(nu_sig)) / 1e9, float(np.max(nu_sig)) / 1e9),
+                       float(np.mean(scan.meta.pamb)) * TORR_TO_HPA)
+
+
+def main_beam_scale(scan: ScanData, config: CalibrationConfig, f_eff: float,
+                    elevation_on: np.ndarray, nu_sig: np.ndarray
+                    ) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """(K[A, S_on] or None for T_A*, the L1 attribute 'scale') for the completed config."""
+    if config.scale == "ta_star":
+        return None, {"scale": "ta_star", "quantity": "T_A*"}
+    if config.eta_mb is None:
+        raise MetadataError("scale: tmb needs the main-beam efficiency eta_mb (configuration "
+                            "option or telescope profile)", scan=scan.scan, array="eta_mb")
+    eta_fss = f_eff if config.eta_fss is None else float(config.eta_fss)
+    n_a = scan.counts.shape[3]
+    curves = beam.select_curves(config.gain_curve or (), n_a,
+                                float(np.median(nu_sig)) / 1e9, scan=scan.scan)
+    gain = beam.elevation_gain(curves, elevation_on, scan=scan.scan)
+    factor = beam.main_beam_factor(eta_fss, float(config.eta_mb), gain)
+    return factor, {
+        "scale": "tmb", "quantity": "T_mb",
+        "formula": "T_mb = T_A* eta_fss / (eta_mb G(el)); t_sys x K, weight / K^2",
+        "eta_fss": eta_fss, "eta_fss_source": "eta_fss" if config.eta_fss is not None
+        else "f_eff", "eta_mb": float(config.eta_mb),
+        "gain_curve": [None if c is None else list(c.coefficients) for c in curves],
+        "gain": gain.tolist(), "factor": factor.tolist(),  # [A][S_on]
+    }
+
+
 # -- stages -----------------------------------------------------------------------------------
 
-def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig
-            ) -> CalibrationLoadFull:
-    """Stage "resolve": loads -> gamma, T_rec, bad channels (DESIGN 3.2)."""
+def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig,
+            next_cal: CalibrationSnapshot | None = None) -> CalibrationLoadFull:
+    """Stage "resolve": loads -> gamma, T_rec, bad channels (DESIGN 3.2); with
+    ``gain_interpolate: 3`` also the gain drift to the next snapshot ``next_cal`` (issue 14)."""
+    config, _ = telescope_config(scan, config)
+    _check_site(scan, config)
     if nod.is_vane_snapshot(cal):  # chopper wheel: VANE / SKY instead of HOT / COLD
+        if config.gain_interpolate:
+            raise MetadataError("gain_interpolate is not available for vane (VANE/SKY) "
+                                "calibration", scan=scan.scan, array="calibration/sobsmode")
         return nod.resolve_vane(scan, cal, config)
+    if config.calibration_select == "nearest" and next_cal is not None:
+        cal = _nearest_snapshot(scan, cal, next_cal)
+    load = _resolve_snapshot(scan, cal, config)
+    if not config.gain_interpolate:
+        return load
+    if next_cal is None:
+        raise MissingLoadError("gain_interpolate 3 needs the next calibration snapshot",
+                               scan=scan.scan, array="calibration")
+    nxt = _resolve_snapshot(scan, next_cal, config)
+    t0 = gain.snapshot_time(cal.meta.mjd, cal.meta.exptime, cal.counts.shape[1])
+    t1 = gain.snapshot_time(next_cal.meta.mjd, next_cal.meta.exptime, next_cal.counts.shape[1])
+    model = gain.gain_drift(load.gamma, nxt.gamma, load.bad_channel, nxt.bad_channel, t0, t1,
+                            scan=scan.scan)
+    # the HOT and COLD subscans themselves drift: resolve them again at the gain of t0 (else
+    # gamma, C_hot are off by the drift between HOT and COLD, ~1e-4, amplified in the pwv fit)
+    times = gain.dump_times(cal.meta.mjd, cal.meta.exptime, cal.counts.shape[1])
+    steady = gain.correct_counts(cal.counts, times, model, np.arange(cal.counts.shape[4]))
+    load = _resolve_snapshot(scan, dataclasses.replace(cal, counts=steady), config)
+    return dataclasses.replace(load, drift_ratio=model.ratio, drift_t0_mjd=t0,
+                               drift_t1_mjd=t1, drift_scan=int(next_cal.scan))
+
+
+def _nearest_snapshot(scan: ScanData, cal: CalibrationSnapshot,
+                      next_cal: CalibrationSnapshot) -> CalibrationSnapshot:
+    """Of the two snapshots the one whose mean dump time is nearer the scan's (ties: the
+    scan's own lloadsn snapshot)."""
+    m = scan.meta
+    t_scan = float(np.mean(gain.dump_times(m.mjd, m.exptime, scan.counts.shape[1])))
+    t0 = gain.snapshot_time(cal.meta.mjd, cal.meta.exptime, cal.counts.shape[1])
+    t1 = gain.snapshot_time(next_cal.meta.mjd, next_cal.meta.exptime, next_cal.counts.shape[1])
+    return next_cal if abs(t1 - t_scan) < abs(t0 - t_scan) else cal
+
+
+def _resolve_snapshot(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig
+                      ) -> CalibrationLoadFull:
     check_compatible(scan, cal)
     inst = instrument_parameters(scan, config)
     nu_sig, nu_img = frequency_axes(scan)
@@ -143,6 +235,23 @@ def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig
     )
     load.check()
     return load
+
+
+def _drift(load: CalibrationLoadFull) -> gain.GainDrift | None:
+    if load.drift_ratio is None or load.drift_t0_mjd is None or load.drift_t1_mjd is None:
+        return None
+    return gain.GainDrift(load.drift_t0_mjd, load.drift_t1_mjd, load.drift_ratio)
+
+
+def _drift_corrected_off(drift: gain.GainDrift, prepared: PreparedData, mjd: np.ndarray,
+                         exptime: np.ndarray, n_dumps: int) -> np.ndarray:
+    """off_mean [C, R, A, n_off] / r(mid-time of each OFF): the mean of r over an OFF's dumps
+    is r at their mean time, r being linear in time."""
+    off = prepared.off_index
+    mid = np.asarray(mjd, np.float64)[off] + 0.5 * n_dumps * np.asarray(
+        exptime, np.float64)[off] / 86400.0
+    factor = np.moveaxis(drift.factor(mid), 0, -1)  # [R, A, n_off]
+    return np.asarray(prepared.off_mean / factor[None])
 
 
 def prepare(scan: ScanData, config: CalibrationConfig) -> PreparedData:
@@ -171,11 +280,16 @@ class ScanGeometry:
     elevation: np.ndarray  # [S] rad
     tamb: np.ndarray  # [S] K
     pamb: np.ndarray  # [S] Torr
+    mjd: np.ndarray  # [S] subscan start (issue 14: gain drift at the OFFs)
+    exptime: np.ndarray  # [S] s per dump
+    n_dumps: int
 
     @classmethod
     def of(cls, scan: ScanData) -> ScanGeometry:
         m = scan.meta
-        return cls(scan.scan, m.elevation.copy(), m.tamb.copy(), m.pamb.copy())
+        return cls(scan.scan, m.elevation.copy(), m.tamb.copy(), m.pamb.copy(),
+                   np.asarray(m.mjd, np.float64).copy(), np.asarray(m.exptime).copy(),
+                   int(scan.counts.shape[1]))
 
 
 @dataclass(frozen=True)
@@ -307,7 +421,12 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
     sky = SkyInputs(load.nu_sig, load.nu_img, load.w_s, load.f_eff, config.t_cmb, constants)
     model = SkyModel(sky, slab_sig, slab_img, geometry.elevation[off], geometry.tamb[off],
                      use_model)
-    s_obs, weight = observed_sky_minus_hot(prepared.off_mean, load.c_hot, load.gamma,
+    off_mean = prepared.off_mean
+    drift = _drift(load)
+    if drift is not None:  # issue 14: the OFFs at the gain of the load snapshot
+        off_mean = _drift_corrected_off(drift, prepared, geometry.mjd, geometry.exptime,
+                                        geometry.n_dumps)
+    s_obs, weight = observed_sky_minus_hot(off_mean, load.c_hot, load.gamma,
                                            load.bad_channel)
     n_used = int((weight > 0).any(axis=3).sum())
     rp, ap = (load.gamma.shape[1], load.gamma.shape[2]) if config.pwv_per_pixel else (1, 1)
@@ -370,13 +489,29 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
               ) -> CalibrationResult:
     """Stage "calibrate": T_A*, t_sys, weight, flags (DESIGN 3.5) plus the L1 coordinates."""
     config = CalibrationConfig() if config is None else config
+    config, profile_attrs = telescope_config(scan, config)
     on = prepared.on_index
     scan.require_subscans(on, "calibrate")
     if prepared.mode == "nod":  # T_sys (ON - REF) / REF with the vane T_sys (calpipe.nod)
+        if _drift(load) is not None:
+            raise MetadataError("gain_interpolate is not available for Nod scans",
+                                scan=scan.scan, array="source/sobsmode")
         arrays = nod.calibrate_nod_arrays(scan, load, prepared)
     else:
+        counts, on_index, c_ref = scan.counts, on, prepared.c_ref
+        drift = _drift(load)
+        if drift is not None:  # issue 14: ON and OFF counts at the gain of the load snapshot
+            n_d = scan.counts.shape[1]
+            times = gain.dump_times(scan.meta.mjd[on], scan.meta.exptime[on], n_d)
+            on_index = np.arange(on.size)
+            counts = gain.correct_counts(scan.counts[..., on], times, drift, on_index)
+            off_mean = _drift_corrected_off(drift, prepared, scan.meta.mjd, scan.meta.exptime,
+                                            n_d)
+            w = prepared.ref_weight
+            c_ref = (off_mean[..., prepared.ref_lo] * (1.0 - w)
+                     + off_mean[..., prepared.ref_hi] * w)
         arrays = calibrate_full(
-            scan.counts, on, prepared.c_ref, load.gamma, load.bad_channel, load.w_s,
+            counts, on_index, c_ref, load.gamma, load.bad_channel, load.w_s,
             load.f_eff, atm.tr_signal, float(scan.meta.freq_res[0]), scan.meta.exptime[on],
             ref_factor=prepared.reference_variance_factor(),
             noise_bandwidth_factor=config.noise_bandwidth_factor,
@@ -386,6 +521,12 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         _check_transmission(scan.scan, load, atm, config)
     check_usable(scan.scan, arrays.spectra, arrays.flags)  # issue 12: no all-NaN "success"
     m = scan.meta
+    factor, scale_attrs = main_beam_scale(scan, config, load.f_eff, m.elevation[on],
+                                          load.nu_sig)
+    if factor is not None:  # issue 14: T_mb scale
+        spectra, t_sys, weight = beam.scale_arrays(arrays.spectra, arrays.t_sys,
+                                                   arrays.weight, factor)
+        arrays = dataclasses.replace(arrays, spectra=spectra, t_sys=t_sys, weight=weight)
     n_d = scan.counts.shape[1]
     mjd = m.mjd[on][None, :] + np.arange(n_d)[:, None] * m.exptime[on][None, :] / 86400.0
     squeeze = not atm.per_pixel
@@ -394,6 +535,13 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         return (a[:, 0, 0] if squeeze else a).astype(np.float32)
 
     attrs = _scan_attrs(scan, load, prepared, atm, arrays.t_sys)
+    attrs["scale"] = scale_attrs
+    if load.drift_ratio is not None:
+        attrs["gain_drift"] = {"gain_interpolate": 3, "next_calibration_scan": load.drift_scan,
+                               "t0_mjd": load.drift_t0_mjd, "t1_mjd": load.drift_t1_mjd,
+                               "gamma_ratio": np.asarray(load.drift_ratio).tolist()}
+    if profile_attrs is not None:
+        attrs["telescope_profile"] = profile_attrs
     if prepared.mode == "nod":
         attrs["nod"] = nod.nod_attrs(scan, load, prepared, arrays)
     # QA (issue 8, calpipe.qa): sets TSYS_OUTLIER in arrays.flags, metrics -> attrs["qa"]

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "calpipe"
 
 NAMES = {"calpipe.schema", "calpipe.errors"}
 CORE = {"calpipe.qa", "calpipe.config", "calpipe.products"}
-IO = {"calpipe.l0", "calpipe.l1", "calpipe.artifacts"}
+IO = {"calpipe.l0", "calpipe.l1", "calpipe.artifacts", "calpipe.telescopes"}
 ORCHESTRATION = {"calpipe.stages", "calpipe.runner", "calpipe.pipeline", "calpipe.workflow",
                  "calpipe.cli", "calpipe.quicklook", "calpipe.report", "calpipe.simulate"}
 

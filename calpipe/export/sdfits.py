@@ -184,7 +184,10 @@ def _scan_table(group: Any, scan: int, site: tuple[float, float, float] | None) 
     h = hdu.header
     h["EXTVER"] = (scan, "calpipe scan number")
     h["TELESCOP"] = telescope
-    h["BUNIT"] = ("K", "T_A* (antenna temperature, signal sideband)")
+    if (attrs.get("scale") or {}).get("scale") == "tmb":  # issue 14
+        h["BUNIT"] = ("K", "T_mb (main-beam temperature, signal sideband)")
+    else:
+        h["BUNIT"] = ("K", "T_A* (antenna temperature, signal sideband)")
     h["CALPIPE"] = ("L1", "calibrated by calpipe; see docs/export.md")
     return hdu
 

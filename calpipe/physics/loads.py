@@ -65,6 +65,11 @@ class CalibrationLoadFull:
     gi_xi: Any
     f_eff: float
     physics: str
+    # issue 14 item 2 (calpipe.physics.gain): the gain drift to the next calibration snapshot
+    drift_ratio: np.ndarray | None = None  # [R, A] gamma_next / gamma (band median)
+    drift_t0_mjd: float | None = None  # mean dump mid-time of this snapshot
+    drift_t1_mjd: float | None = None  # ... of the next one
+    drift_scan: int | None = None  # the scan whose calibration/ group is the next snapshot
 
     @property
     def w_s(self) -> Any:

@@ -101,6 +101,7 @@ def run_resolve(store: str, scan: int, config: CalibrationConfig, artifact: str,
                 record: str) -> dict[str, Any]:
     """Rule resolve: the scan's metadata and its loads -> CalibrationLoadFull."""
     from calpipe.l0 import ReadLimits, open_session
+    from calpipe.pipeline import load_next_calibration
     from calpipe.stages import resolve
 
     session = open_session(store, ReadLimits.from_config(config))
@@ -112,7 +113,14 @@ def run_resolve(store: str, scan: int, config: CalibrationConfig, artifact: str,
         cal = run.stage("load", session.load_calibration, scan, data.meta.lloadsn)
         run.l0_bytes_read += cal.bytes_read
         extra = {"calibration_digest": cal.content_digest, "calibration_scan": int(cal.scan)}
-        load = run.stage("resolve", resolve, data, cal, config)
+        # issue 14: the next snapshot too (gain_interpolate, calibration_select: nearest)
+        next_cal = run.stage("load", load_next_calibration, session, scan, cal.scan, config)
+        if next_cal is not None:
+            run.l0_bytes_read += next_cal.bytes_read
+        load = run.stage("resolve", resolve, data, cal, config, next_cal)
+        if next_cal is not None and load.cal_scan == next_cal.scan != cal.scan:
+            extra = {"calibration_digest": next_cal.content_digest,
+                     "calibration_scan": int(next_cal.scan)}
         save_artifact(load, artifact)
     return _finish(run, "resolve", record, [artifact], extra)
 

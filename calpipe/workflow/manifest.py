@@ -39,7 +39,8 @@ STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
     "resolve": ("physics", "gs_xs", "gi_xi", "f_eff", "sideband_gains_file", "clip_counts",
                 "clip_trec",
                 "clip_smooth_channels", "vane_t_cal", "vane_t_cal_method", "vane_t_atm",
-                "vane_tau_zenith", "flag_vegas_spurs"),  # vane_*: issue 16 (T_cal in resolve)
+                "vane_tau_zenith", "flag_vegas_spurs",  # vane_*: issue 16 (T_cal in resolve)
+                "telescope", "gain_interpolate"),  # issue 14: profile f_eff, site; gain drift
     "prepare": ("mode", "reference"),
     "atmosphere": ("physics", "t_atm", "atmosphere_table", "sky_model", "sky_table_dir",
                    "sky_table_build", "pwv_fixed_mm", "pwv_fallback_mm",
@@ -100,7 +101,19 @@ def _stat_fingerprint(paths: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
-def scan_stamp(session: Any, scan: int, mode: str = "stat") -> dict[str, Any]:
+def _next_calibration(session: Any, scan: int) -> int | None:
+    """The next calibration snapshot of ``scan`` (gain_interpolate), None when there is none
+    yet (a later one then changes the stamp: the scan is rerun)."""
+    from calpipe.errors import MissingLoadError
+
+    try:
+        return int(session.next_calibration_scan(scan, session.calibration_scan_for(scan)))
+    except MissingLoadError:
+        return None
+
+
+def scan_stamp(session: Any, scan: int, mode: str = "stat",
+               next_calibration: bool = False) -> dict[str, Any]:
     """What a scan's results depend on in the L0 store, as a small JSON-able record.
 
     ``content``: the content digests of the scan's source data and of its calibration snapshot
@@ -108,6 +121,8 @@ def scan_stamp(session: Any, scan: int, mode: str = "stat") -> dict[str, Any]:
     attributes; it reads the scan. ``stat``: sizes and mtimes of the files of the scan group
     and of its calibration scan group (no data read). A scan that cannot be read gets the
     error and the ``stat`` fingerprint instead, so repairing it changes its stamp.
+    ``next_calibration`` (``gain_interpolate``, issue 14): the next calibration snapshot is an
+    input too (its number, and its digest or its group's files).
     """
     from calpipe.l0 import scan_group_name
 
@@ -122,9 +137,18 @@ def scan_stamp(session: Any, scan: int, mode: str = "stat") -> dict[str, Any]:
             stamp.update(scan_digest=data.content_digest, calibration_scan=int(cal.scan),
                          calibration_digest=cal.content_digest,
                          attrs_digest=hashlib.blake2b(attrs.encode(), digest_size=16).hexdigest())
+            if next_calibration:
+                nxt = _next_calibration(session, scan)
+                stamp.update(next_calibration_scan=nxt, next_calibration_digest=(
+                    None if nxt is None else session.load_calibration(nxt).content_digest))
             return stamp
         cal_scan = session.calibration_scan_for(scan)
         groups = [own] if cal_scan == scan else [own, store / scan_group_name(cal_scan)]
+        if next_calibration:
+            nxt = _next_calibration(session, scan)
+            stamp["next_calibration_scan"] = nxt
+            if nxt is not None:
+                groups.append(store / scan_group_name(nxt))
         stamp.update(calibration_scan=int(cal_scan), fingerprint=_stat_fingerprint(groups))
         return stamp
     except Exception as exc:  # any per-scan fault: this scan's stamp, never the listing
@@ -144,7 +168,7 @@ def scan_stamp(session: Any, scan: int, mode: str = "stat") -> dict[str, Any]:
 
 
 def build_manifest(session_name: str, store: str | Path, *, stamp_mode: str = "stat",
-                   results: str = RESULTS) -> dict[str, Any]:
+                   results: str = RESULTS, next_calibration: bool = False) -> dict[str, Any]:
     """List the store's scans through calpipe, write stamps (on change) and the manifest.
 
     Returns the manifest. Only the main Snakemake process (or ``calpipe manifest``) calls
@@ -158,7 +182,7 @@ def build_manifest(session_name: str, store: str | Path, *, stamp_mode: str = "s
     ignored = reported_groups(session)
     changed = 0
     for scan in source:
-        stamp = scan_stamp(session, scan, stamp_mode)
+        stamp = scan_stamp(session, scan, stamp_mode, next_calibration)
         changed += _write_if_changed(stamp_path(session_name, scan_id(scan), results),
                                      json.dumps(stamp, indent=1, sort_keys=True) + "\n")
     manifest = {
@@ -204,6 +228,9 @@ def load_manifests(config: Mapping[str, Any], *, main_process: bool,
     opts = dict(config.get("manifest") or {})
     refresh = bool(opts.get("refresh", True))
     mode = str(opts.get("stamp", "stat"))
+    calib = dict(config.get("calibration") or {})
+    next_calibration = bool(calib.get("gain_interpolate")) or calib.get(
+        "calibration_select") == "nearest"  # issue 14: the next snapshot is an input
     out: dict[str, list[str]] = {}
     for name, store in stores.items():
         if main_process and not Path(store).exists():
@@ -215,7 +242,8 @@ def load_manifests(config: Mapping[str, Any], *, main_process: bool,
             out[name] = []
             continue
         if main_process and (refresh or not manifest_path(name).exists()):
-            manifest = build_manifest(name, store, stamp_mode=mode)
+            manifest = build_manifest(name, store, stamp_mode=mode,
+                                      next_calibration=next_calibration)
         else:
             manifest = read_manifest(name)
         out[name] = list(manifest["scans"])
