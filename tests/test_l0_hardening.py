@@ -28,6 +28,7 @@ from calpipe.config import CalibrationConfig
 from calpipe.errors import (
     CalibrationError,
     L0FormatError,
+    LowTransmissionError,
     MetadataError,
     MissingLoadError,
     NoValidDataError,
@@ -576,8 +577,9 @@ def test_payload_bit_flips_are_caught_only_with_a_checksum(broken_session, label
 def test_tiny_elevation_without_a_minimum_is_caught_at_the_data_level(broken_session,
                                                                      atm_table):
     """With min_elevation_deg = 0 a 1e-6 rad elevation of the ON subscans passes the reader
-    (the OFFs keep theirs, so the pwv fit works); the airmass of 1e6 leaves no finite T_A*,
-    which is a NoValidDataError, not an all-NaN 'success'."""
+    (the OFFs keep theirs, so the pwv fit works); the airmass of 1e6 leaves no usable
+    transmission: the low-transmission guard (issue 13) fails the scan, not an all-NaN
+    'success'."""
     el = read_array(broken_session, 1003, "source/elevation").copy()
     modes = read_array(broken_session, 1003, "source/sobsmode").tolist()
     on = [i for i, m in enumerate(modes) if m.strip().upper().endswith("ON")]
@@ -588,7 +590,7 @@ def test_tiny_elevation_without_a_minimum_is_caught_at_the_data_level(broken_ses
     load = resolve(data, s.load_calibration(1003, data.meta.lloadsn), CONFIG)
     prepared = prepare(data, CONFIG)
     atm = atmosphere(ScanGeometry.of(data), load, prepared, CONFIG, atm_table)
-    with pytest.raises(NoValidDataError, match="scan 1003, array 'spectra'.*BAD_CHANNEL"):
+    with pytest.raises(LowTransmissionError, match="scan 1003, array 'tr_signal'"):
         calibrate(data, load, prepared, atm)
 
 
