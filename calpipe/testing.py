@@ -4,7 +4,7 @@ a fast analytic atmosphere table, and fault injectors that break a valid session
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +331,42 @@ def chunk_shape_key(meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
     if meta.get("zarr_format") == 2:
         return meta, "chunks"
     return meta["chunk_grid"]["configuration"], "chunk_shape"
+
+
+# -- the stage chain of a session, in memory (tests that check physics, not orchestration) ----
+
+@dataclass(frozen=True)
+class ScanStages:
+    """Every stage product of one scan, computed in memory by :func:`run_stages`."""
+
+    scan: int
+    data: Any  # l0.ScanData
+    load: Any  # CalibrationLoadFull
+    prepared: Any  # PreparedData
+    atm: Any  # AtmosphereResult
+    result: Any  # CalibrationResult (None with calibrate=False)
+
+
+def run_stages(path: str | Path, config: Any, table: Any = None, *,
+               calibrate: bool = True) -> list[ScanStages]:
+    """resolve -> prepare -> atmosphere (-> calibrate, then ``check()``) for every science scan
+    of an L0 store, with the stage functions both orchestration modes call. ``table``: the
+    atmosphere table (default: the analytic test table)."""
+    from calpipe import stages
+    from calpipe.l0 import open_session
+
+    table = analytic_table() if table is None else table
+    session = open_session(path)
+    out = []
+    for n in session.source_scans():
+        data = session.load_scan(n)
+        cal = session.load_calibration(n, data.meta.lloadsn)
+        load = stages.resolve(data, cal, config)
+        prepared = stages.prepare(data, config)
+        atm = stages.atmosphere(stages.ScanGeometry.of(data), load, prepared, config, table)
+        result = None
+        if calibrate:
+            result = stages.calibrate(data, load, prepared, atm, config)
+            result.check()
+        out.append(ScanStages(n, data, load, prepared, atm, result))
+    return out

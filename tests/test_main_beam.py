@@ -10,14 +10,13 @@ import pytest
 import yaml
 import zarr
 
-from calpipe import stages
 from calpipe.atmosphere.tableio import save_table
 from calpipe.config import CalibrationConfig
 from calpipe.errors import ConfigError, MetadataError
-from calpipe.l0 import open_session, scan_group_name
+from calpipe.l0 import scan_group_name
 from calpipe.physics import beam
 from calpipe.simulate import truth_path_for
-from calpipe.testing import analytic_table, assert_l1_equal, make_session, run_snakemake
+from calpipe.testing import analytic_table, assert_l1_equal, make_session, run_snakemake, run_stages
 
 ZENITH = CalibrationConfig(sky_model="zenith")
 #: per-array gain curves of the simulation (ascending powers of el in deg): array 0 peaks at
@@ -104,19 +103,8 @@ def _tmb_config(**changes: object) -> CalibrationConfig:
 
 
 def _run(path: Path, config: CalibrationConfig) -> list[tuple[object, object, object]]:
-    table = analytic_table()
-    session = open_session(path)
     truth = zarr.open_group(str(truth_path_for(path)), mode="r")
-    out = []
-    for n in session.source_scans():
-        scan = session.load_scan(n)
-        cal = session.load_calibration(n, scan.meta.lloadsn)
-        load = stages.resolve(scan, cal, config)
-        prepared = stages.prepare(scan, config)
-        atm = stages.atmosphere(stages.ScanGeometry.of(scan), load, prepared, config, table)
-        result = stages.calibrate(scan, load, prepared, atm, config)
-        result.check()
-        out.append((result, load, truth[scan_group_name(n)]))
+    out = [(s.result, s.load, truth[scan_group_name(s.scan)]) for s in run_stages(path, config)]
     return out
 
 

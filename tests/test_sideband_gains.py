@@ -11,23 +11,13 @@ from calpipe.config import CalibrationConfig
 from calpipe.errors import L0FormatError
 from calpipe.l0 import open_session, scan_group_name
 from calpipe.simulate import SimulationConfig, sideband_gains, truth_path_for
-from calpipe.testing import analytic_table, delete_array, make_session, small_config
+from calpipe.testing import delete_array, make_session, run_stages, small_config
 
 
 def _run(path, config):
-    table = analytic_table()
-    session = open_session(path)
     truth = zarr.open_group(str(truth_path_for(path)), mode="r")
-    out = []
-    for n in session.source_scans():
-        scan = session.load_scan(n)
-        cal = session.load_calibration(n, scan.meta.lloadsn)
-        load = stages.resolve(scan, cal, config)
-        prepared = stages.prepare(scan, config)
-        atm = stages.atmosphere(stages.ScanGeometry.of(scan), load, prepared, config, table)
-        res = stages.calibrate(scan, load, prepared, atm, config)
-        res.check()
-        out.append((load, atm, res, truth[scan_group_name(n)]["ta_star"][...]))
+    out = [(s.load, s.atm, s.result, truth[scan_group_name(s.scan)]["ta_star"][...])
+           for s in run_stages(path, config)]
     return out, truth
 
 

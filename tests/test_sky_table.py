@@ -12,9 +12,9 @@ from calpipe import stages
 from calpipe.atmosphere.skyio import find_sky_table, load_sky_table, save_sky_table
 from calpipe.config import CalibrationConfig
 from calpipe.errors import AtmosphereError, ConfigError
-from calpipe.l0 import open_session, scan_group_name
+from calpipe.l0 import scan_group_name
 from calpipe.simulate import truth_path_for
-from calpipe.testing import analytic_sky_table, analytic_table, make_session
+from calpipe.testing import analytic_sky_table, analytic_table, make_session, run_stages
 
 
 def _exact(table, f, p, a, tg, pwv):
@@ -73,16 +73,7 @@ def test_save_load_round_trip_and_corruption(tmp_path):
 
 
 def _run(path, config, table):
-    session = open_session(path)
-    out = []
-    for n in session.source_scans():
-        scan = session.load_scan(n)
-        cal = session.load_calibration(n, scan.meta.lloadsn)
-        load = stages.resolve(scan, cal, config)
-        prepared = stages.prepare(scan, config)
-        atm = stages.atmosphere(stages.ScanGeometry.of(scan), load, prepared, config, table)
-        out.append((n, atm, stages.calibrate(scan, load, prepared, atm, config)))
-    return out
+    return [(s.scan, s.atm, s.result) for s in run_stages(path, config, table)]
 
 
 @pytest.mark.parametrize("sideband", ["dsb", "2sb"])

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import zarr
 
-from calpipe import stages, telescopes
+from calpipe import telescopes
 from calpipe.atmosphere.tableio import save_table
 from calpipe.config import CalibrationConfig
 from calpipe.errors import ConfigError, MetadataError
-from calpipe.l0 import open_session
 from calpipe.physics.beam import GainCurve
 from calpipe.simulate import truth_path_for
-from calpipe.testing import analytic_table, make_session
+from calpipe.testing import analytic_table, make_session, run_stages
 
 ZENITH = CalibrationConfig(sky_model="zenith")
 APEX_CURVE = (0.75, 0.01, -1.0e-4)  # the apex-like profile's gain curve
@@ -91,17 +90,7 @@ def apex_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _calibrate(path: Path, config: CalibrationConfig) -> list:
-    session = open_session(path)
-    out = []
-    for n in session.source_scans():
-        scan = session.load_scan(n)
-        cal = session.load_calibration(n, scan.meta.lloadsn)
-        load = stages.resolve(scan, cal, config)
-        prepared = stages.prepare(scan, config)
-        atm = stages.atmosphere(stages.ScanGeometry.of(scan), load, prepared, config,
-                                analytic_table())
-        out.append(stages.calibrate(scan, load, prepared, atm, config))
-    return out
+    return [s.result for s in run_stages(path, config)]
 
 
 def test_profile_from_the_scan_attribute_reaches_l1(apex_session: Path) -> None:
