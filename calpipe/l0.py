@@ -518,12 +518,15 @@ def _fs_dir(node: Any) -> Path | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _real_root(root: Path) -> str:
-    return os.path.realpath(root)
+def _real_root(absolute_root: str) -> str:
+    """realpath of an absolute store path (cached: called for every chunk file)."""
+    return os.path.realpath(absolute_root)
 
 
 def _inside(real: str, root: Path) -> bool:
-    base = _real_root(root)
+    # the cache key is absolute: a relative store path means another directory after a
+    # chdir (a long-lived process, the test suite), and must not reuse a stale answer
+    base = _real_root(os.path.abspath(root))
     return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 

@@ -629,3 +629,15 @@ def test_load_scan_without_group_metadata_is_not_a_science_scan(broken_session):
     assert s.scans() == [1000, 1001, 1002, 1003] and s.source_scans() == [1001, 1002, 1003]
     with pytest.raises(MissingLoadError, match="scan 1002, array 'source/lloadsn'.*1000"):
         s.load_calibration(1002)
+
+
+def test_relative_store_path_after_chdir(tmp_path, monkeypatch):
+    """The containment check caches the store's real path: a relative path opened again from
+    another directory (a long-lived process, the test suite) must not reuse the old answer."""
+    for name in ("a", "b"):
+        make_session(tmp_path / name / "s.zarr", n_scans=3, load_every=3)
+    for name in ("a", "b"):
+        monkeypatch.chdir(tmp_path / name)
+        s = open_session("s.zarr")
+        n = s.source_scans()[0]
+        assert s.load_scan(n).counts.shape[0] > 0
