@@ -370,3 +370,31 @@ def run_stages(path: str | Path, config: Any, table: Any = None, *,
             result.check()
         out.append(ScanStages(n, data, load, prepared, atm, result))
     return out
+
+
+def calibrate_both_modes(workdir: str | Path, section: dict[str, Any],
+                         store: str = "s.zarr") -> tuple[Path, Path]:
+    """One session through both orchestration modes with one configuration: writes
+    ``workdir/config.yaml`` (session ``s``, no report), runs ``calibrate_store`` from
+    ``workdir`` (relative paths as the workflow sees them, so the same configuration digest)
+    into ``workdir/inprocess.zarr`` and the real ``snakemake --cores 2``. Returns both L1
+    stores (in-process, workflow)."""
+    import os
+
+    import yaml
+
+    from calpipe.pipeline import calibrate_store
+    from calpipe.workflow import calibration_config
+
+    workdir = Path(workdir)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(
+        {"stores": {"s": store}, "report": False, "calibration": dict(section)}))
+    inproc = workdir / "inprocess.zarr"
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        calibrate_store(store, inproc, calibration_config(section))
+    finally:
+        os.chdir(cwd)
+    run_snakemake(workdir, "--cores", "2")
+    return inproc, workdir / "results" / "s" / "l1.zarr"

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 import zarr
 
 from calpipe.atmosphere.tableio import save_table
@@ -16,7 +14,7 @@ from calpipe.errors import ConfigError, MetadataError
 from calpipe.l0 import scan_group_name
 from calpipe.physics import beam
 from calpipe.simulate import truth_path_for
-from calpipe.testing import analytic_table, assert_l1_equal, make_session, run_snakemake, run_stages
+from calpipe.testing import analytic_table, assert_l1_equal, make_session, run_stages
 
 ZENITH = CalibrationConfig(sky_model="zenith")
 #: per-array gain curves of the simulation (ascending powers of el in deg): array 0 peaks at
@@ -152,8 +150,7 @@ def test_tmb_without_eta_mb_is_a_scan_error(tmb_session: Path) -> None:
 
 def test_both_modes_write_the_same_tmb_l1_with_a_profile(tmp_path: Path) -> None:
     from calpipe import l1
-    from calpipe.pipeline import calibrate_store
-    from calpipe.workflow import calibration_config
+    from calpipe.testing import calibrate_both_modes
 
     save_table(analytic_table(), tmp_path / "table.npz")
     make_session(tmp_path / "s.zarr", table=analytic_table(), n_scans=3, load_every=3,
@@ -162,18 +159,9 @@ def test_both_modes_write_the_same_tmb_l1_with_a_profile(tmp_path: Path) -> None
     section = {"atmosphere_table": "table.npz", "scale": "tmb", "telescope": "apex-like",
                "gain_curve": [{"coefficients": list(CURVES[0]), "arrays": [0]},
                               {"coefficients": list(CURVES[1]), "arrays": [1]}]}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
-        {"stores": {"s": "s.zarr"}, "report": False, "calibration": section}))
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        calibrate_store("s.zarr", tmp_path / "inprocess.zarr", calibration_config(section))
-    finally:
-        os.chdir(cwd)
-    run_snakemake(tmp_path, "--cores", "2")
-    workflow = tmp_path / "results" / "s" / "l1.zarr"
+    inproc, workflow = calibrate_both_modes(tmp_path, section)
     assert l1.list_scans(workflow) == [1001, 1002]
-    assert_l1_equal(tmp_path / "inprocess.zarr", workflow)
+    assert_l1_equal(inproc, workflow)
     group = zarr.open_group(str(workflow / "scan_001001"), mode="r")
     assert group.attrs["scale"]["scale"] == "tmb" and group.attrs["scale"]["eta_mb"] == 0.75
     assert group.attrs["telescope_profile"]["name"] == "apex-like"

@@ -19,6 +19,7 @@ from calpipe.pipeline import calibrate_store
 from calpipe.testing import (
     analytic_table,
     assert_l1_equal,
+    calibrate_both_modes,
     comparable_summary,
     make_session,
     run_snakemake,
@@ -43,20 +44,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _both(wd: Path) -> tuple[Path, Path]:
-    """Both modes on one store with one configuration (the same relative table path, so the
-    same configuration digest), from the workflow's working directory."""
-    import os
-
-    config = calibration_config({"atmosphere_table": "table.npz"})
-    inproc = wd / "inprocess.zarr"
-    cwd = os.getcwd()
-    os.chdir(wd)
-    try:
-        calibrate_store("s.zarr", inproc, config)
-    finally:
-        os.chdir(cwd)
-    run_snakemake(wd, "--cores", "2")
-    return inproc, wd / "results" / "s" / "l1.zarr"
+    """Both modes on one store with one configuration (calpipe.testing)."""
+    return calibrate_both_modes(wd, {"atmosphere_table": "table.npz"})
 
 
 def _read(path: Path) -> object:

@@ -8,7 +8,7 @@ import pytest
 from calpipe import l1, stages
 from calpipe.config import CalibrationConfig
 from calpipe.errors import LowTransmissionError
-from calpipe.l0 import open_session, scan_group_name
+from calpipe.l0 import scan_group_name
 from calpipe.physics import flags as fl
 from calpipe.physics.atmosphere import (
     SkyInputs,
@@ -18,7 +18,7 @@ from calpipe.physics.atmosphere import (
     pwv_uncertainty,
 )
 from calpipe.physics.radiometry import EXACT, sideband_weighted
-from calpipe.testing import analytic_table, make_session
+from calpipe.testing import analytic_table, make_session, run_stages
 
 
 def _model(n_c=64, f_ghz=345.0):
@@ -61,16 +61,8 @@ def test_pwv_error_matches_the_scatter_of_fits(claimed_over_true):
 
 
 def _stages(path, config, table):
-    session = open_session(path)
-    out = []
-    for n in session.source_scans():
-        scan = session.load_scan(n)
-        cal = session.load_calibration(n, scan.meta.lloadsn)
-        load = stages.resolve(scan, cal, config)
-        prepared = stages.prepare(scan, config)
-        atm = stages.atmosphere(stages.ScanGeometry.of(scan), load, prepared, config, table)
-        out.append((scan, load, prepared, atm))
-    return out
+    return [(s.data, s.load, s.prepared, s.atm)
+            for s in run_stages(path, config, table, calibrate=False)]
 
 
 def test_scale_uncertainty_is_the_transmission_derivative_and_reaches_l1(tmp_path):

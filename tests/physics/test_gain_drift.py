@@ -292,30 +292,15 @@ def test_nearest_without_a_next_snapshot_keeps_lloadsn(tmp_path: Path) -> None:
 
 
 def test_both_modes_agree_with_nearest(tmp_path: Path) -> None:
-    import os
-
-    import yaml
-
     from calpipe.atmosphere.tableio import save_table
-    from calpipe.pipeline import calibrate_store
-    from calpipe.testing import assert_l1_equal, run_snakemake
-    from calpipe.workflow import calibration_config
+    from calpipe.testing import assert_l1_equal, calibrate_both_modes
 
     save_table(analytic_table(), tmp_path / "table.npz")
     make_session(tmp_path / "s.zarr", table=analytic_table(), n_scans=5, load_every=4,
                  gain_drift_per_hour=0.1, gain_drift_reset=False)
     section = {"atmosphere_table": "table.npz", "calibration_select": "nearest"}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
-        {"stores": {"s": "s.zarr"}, "report": False, "calibration": section}))
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        calibrate_store("s.zarr", tmp_path / "inprocess.zarr", calibration_config(section))
-    finally:
-        os.chdir(cwd)
-    run_snakemake(tmp_path, "--cores", "2")
-    workflow = tmp_path / "results" / "s" / "l1.zarr"
-    assert_l1_equal(tmp_path / "inprocess.zarr", workflow)
+    inproc, workflow = calibrate_both_modes(tmp_path, section)
+    assert_l1_equal(inproc, workflow)
     group = zarr.open_group(str(workflow / "scan_001003"), mode="r")
     assert group.attrs["calibration_scan"] == 1004
     assert group.attrs["provenance"]["content_digest"]["calibration_scan"] == 1004
