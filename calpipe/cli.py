@@ -103,7 +103,8 @@ def build_config(ns: argparse.Namespace) -> Any:
                          ("gs_xs", "gs_xs"), ("gi_xi", "gi_xi"), ("f_eff", "f_eff"),
                          ("scale", "scale"), ("eta_mb", "eta_mb"), ("eta_fss", "eta_fss"),
                          ("telescope", "telescope"), ("gain_interpolate", "gain_interpolate"),
-                         ("calibration_select", "calibration_select")):
+                         ("calibration_select", "calibration_select"),
+                         ("skydiff", "skydiff")):
         value = getattr(ns, option, None)
         if value is not None:
             changes[name] = value
@@ -279,8 +280,12 @@ def _cmd_run(ns: argparse.Namespace, rest: list[str]) -> int:
     if snakefile is not None:
         cmd += ["--snakefile", str(Path(snakefile).resolve())]
     cmd += ["--directory", str(directory)]
-    if ns.configfile:
-        cmd += ["--configfile", str(Path(ns.configfile).resolve())]
+    configfile = Path(ns.configfile).resolve() if ns.configfile else None
+    if ns.skydiff is not None:  # issue 14: into a copy of the config (snakemake's --config
+        configfile = _config_with(directory, configfile,  # would give the string "N")
+                                  {"skydiff": ns.skydiff})
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
     if ns.cores is not None:
         cmd += ["--cores", str(ns.cores)]
     if rest and rest[0] == "--":
@@ -308,6 +313,29 @@ def _cmd_run(ns: argparse.Namespace, rest: list[str]) -> int:
         return 1
     print(summary["message"])
     return int(summary["exit_code"])
+
+
+def _config_with(directory: Path, configfile: Path | None, calibration: dict[str, Any]
+                 ) -> Path:
+    """The workflow config (``configfile``, else DIRECTORY/config/config.yaml) with
+    ``calibration`` options set, written to DIRECTORY/results/calpipe-run.config.yaml."""
+    import yaml
+
+    from calpipe.errors import ConfigError
+    from calpipe.workflow.paths import RESULTS
+
+    source = configfile or directory / "config" / "config.yaml"
+    try:
+        config = yaml.safe_load(source.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {source}: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: expected a mapping")
+    config["calibration"] = {**dict(config.get("calibration") or {}), **calibration}
+    out = directory / RESULTS / "calpipe-run.config.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(config, sort_keys=False))
+    return out.resolve()
 
 
 def _wait_for_snakemake(proc: Any) -> int:
@@ -372,6 +400,8 @@ def _add_workflow_commands(sub: Any) -> None:
     p.add_argument("--snakefile", help="Snakefile [the calpipe checkout's workflow/Snakefile]")
     p.add_argument("--cores", "-c",
                    help="cores for a local run (passed to snakemake) [the default profile: all]")
+    p.add_argument("--skydiff", type=int, metavar="N",
+                   help="set calibration.skydiff (SKYDIFF diagnostic, 0 off) over the config")
     p.set_defaults(func=_cmd_run, takes_rest=True)
 
     p = sub.add_parser("manifest", help="write the scan manifest(s) and input stamps of a run")
@@ -424,6 +454,9 @@ def _add_calibration_options(p: argparse.ArgumentParser) -> None:
                         "the next one [lloadsn]")
     g.add_argument("--telescope", metavar="NAME",
                    help="telescope profile (calpipe/data/telescopes) [from the scan attribute]")
+    g.add_argument("--skydiff", type=int, metavar="N",
+                   help="SKYDIFF diagnostic: each OFF's (OFF - HOT) / gamma minus that of the N "
+                        "most recent previous OFFs of its layout, in L1; 0 off [0]")
 
 
 def build_parser() -> argparse.ArgumentParser:

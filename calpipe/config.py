@@ -114,6 +114,10 @@ class CalibrationConfig:
     # issue 14: which calibration snapshot a scan uses: the one its lloadsn names, or the one
     # nearest in time of that and the next snapshot in the store (IRAM MRTCAL's NEAREST)
     calibration_select: Literal["lloadsn", "nearest"] = "lloadsn"
+    # issue 14 item 3 (calpipe.physics.skydiff): SKYDIFF diagnostic, 0 = off; N > 0 = each
+    # OFF's S_obs = (C_OFF - C_hot) / gamma minus that of the N most recent previous OFFs of
+    # the same band and pixel layout, written to L1 (needs the scans in order)
+    skydiff: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gain_curve", _gain_curves(self.gain_curve))
@@ -139,6 +143,10 @@ class CalibrationConfig:
         if self.gain_interpolate and self.calibration_select == "nearest":
             raise ConfigError("calibration_select 'nearest' and gain_interpolate 3 exclude each "
                               "other (the interpolation uses both snapshots)")
+        if isinstance(self.skydiff, bool) or not isinstance(self.skydiff, int) \
+                or self.skydiff < 0:
+            raise ConfigError(f"option 'skydiff' = {self.skydiff!r}; expected an integer >= 0 "
+                              "(0 = off)")
         if self.telescope is not None and not (isinstance(self.telescope, str)
                                                and self.telescope):
             raise ConfigError(f"option 'telescope' = {self.telescope!r}; expected a profile "

@@ -32,7 +32,7 @@ import numpy as np
 
 from calpipe.errors import CalpipeError, StoreError
 from calpipe.physics import flags as fl
-from calpipe.products import CalibrationResult
+from calpipe.products import SKYDIFF_FIELDS, CalibrationResult
 from calpipe.schema import (
     FAILURES_FILE,
     L1_FORMAT_NAME,
@@ -60,6 +60,9 @@ DIM_PIXEL = "pixel"  # R: receiver (pixel) within an array
 DIM_ARRAY = "array"  # A: sub-array / band
 DIM_SUBSCAN = "subscan"  # S_on: ON subscans, indexed by their L0 subscan number
 DIM_OFF = "off_subscan"  # S_off: OFF subscans (pwv-fit diagnostic), by L0 subscan number
+#: K: SKYDIFF pairs (issue 14; not "skydiff", the name of the variable: xarray refuses a
+#: 4-d variable named like one of its dimensions)
+DIM_SKYDIFF = "skydiff_pair"
 
 #: modified Julian date epoch as a CF time unit (xarray decodes it to datetime64, UTC)
 MJD_UNITS = "days since 1858-11-17 00:00:00"
@@ -83,6 +86,7 @@ class Var:
 
 
 F, T, R, A, S, OF = DIM_FREQUENCY, DIM_TIME, DIM_PIXEL, DIM_ARRAY, DIM_SUBSCAN, DIM_OFF
+K = DIM_SKYDIFF
 _SCHEMA = [
     Var("spectra", (F, T, R, A), "antenna temperature T_A* (signal sideband)", "K",
         field="spectra"),
@@ -105,6 +109,9 @@ _SCHEMA = [
     # optional (issue 13): absent for a fixed / fallback pwv
     Var("scale_uncertainty", (F, S), "fractional 1-sigma T_A* scale error from the pwv error",
         "1", field="scale_uncertainty"),
+    # optional (issue 14): SKYDIFF, absent unless the scan produced differences
+    Var("skydiff", (F, R, A, K), "SKYDIFF: S_obs = (C_OFF - C_hot) / gamma of the current OFF "
+        "minus that of the reference OFF", "K", field="skydiff"),
     # coordinates
     Var(F, (F,), "sky frequency, signal sideband (topocentric)", "Hz", True,
         "frequency_signal"),
@@ -132,6 +139,18 @@ _SCHEMA = [
         "pixel_offset_lat"),
     Var("pixel_id", (R, A), "pixel name", None, True),
     Var(OF, (OF,), "L0 subscan number of the OFF subscan", None, True),
+    Var("skydiff_current_scan", (K,), "SKYDIFF: scan of the current OFF", None, True,
+        "skydiff_current_scan"),
+    Var("skydiff_current_off", (K,), "SKYDIFF: L0 subscan number of the current OFF", None,
+        True, "skydiff_current_off"),
+    Var("skydiff_current_mjd", (K,), "SKYDIFF: mid-time of the current OFF (UTC)", MJD_UNITS,
+        True, "skydiff_current_mjd"),
+    Var("skydiff_ref_scan", (K,), "SKYDIFF: scan of the reference OFF", None, True,
+        "skydiff_ref_scan"),
+    Var("skydiff_ref_off", (K,), "SKYDIFF: L0 subscan number of the reference OFF", None,
+        True, "skydiff_ref_off"),
+    Var("skydiff_ref_mjd", (K,), "SKYDIFF: mid-time of the reference OFF (UTC)", MJD_UNITS,
+        True, "skydiff_ref_mjd"),
 ]
 SCHEMA: dict[str, Var] = {v.name: v for v in _SCHEMA}
 #: CalibrationResult field -> on-disk variable
@@ -146,7 +165,7 @@ PER_PIXEL_DIMS = {
     "scale_uncertainty": (F, R, A, S),
 }
 #: CalibrationResult fields that may be None (then not written, and read back as None)
-OPTIONAL_FIELDS = ("scale_uncertainty",)
+OPTIONAL_FIELDS = ("scale_uncertainty", *SKYDIFF_FIELDS)
 #: arrays with a time axis: written one ON subscan (D dumps) at a time
 TIME_FIELDS = ("spectra", "flags")
 FLAG_MASKS = list(fl.NAMES)
@@ -391,6 +410,9 @@ def _extra_attrs(name: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
             return {"long_name": "system temperature on the T_mb scale"}
     if name == "flags":
         return {"flag_masks": FLAG_MASKS, "flag_meanings": FLAG_MEANINGS}
+    sky = attrs.get("skydiff")
+    if name == "skydiff" and isinstance(sky, Mapping):  # issue 14: N and the formula
+        return {"skydiff_depth": sky.get("depth"), "formula": sky.get("formula")}
     if name == DIM_TIME:
         return {"calendar": "proleptic_gregorian", "standard_name": "time",
                 "time_scale": "UTC", "comment": "MJD of the L0 subscan start + d * exptime"}

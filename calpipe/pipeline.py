@@ -15,6 +15,7 @@ jobs use: a per-scan fault is recorded for that scan and the loop goes on; a run
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -41,10 +42,13 @@ from calpipe.runner import (
     write_run_outputs,
 )
 from calpipe.schema import FAILURES_FILE, LOCK_FILE, SUMMARY_FILE  # noqa: F401 (re-export)
-from calpipe.stages import ScanGeometry, atmosphere, calibrate, prepare, resolve
+from calpipe.physics.skydiff import SkyHistory
+from calpipe.stages import ScanGeometry, atmosphere, calibrate, prepare, resolve, skydiff
 
 if TYPE_CHECKING:  # annotation only: importing it loads scipy.interpolate
     from calpipe.atmosphere.table import AtmosphereTable
+    from calpipe.physics.loads import CalibrationLoadFull
+    from calpipe.physics.reference import PreparedData
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +100,36 @@ class LoadedScan:
     next_cal: CalibrationSnapshot | None = None  # gain_interpolate (issue 14)
     error: BaseException | None = None
     load_seconds: float = 0.0
+    #: SKYDIFF (issue 14): when the full read failed, what the workflow's resolve and prepare
+    #: jobs still compute from their partial reads (see :func:`skydiff_inputs`)
+    sky_inputs: tuple[CalibrationLoadFull, PreparedData, ScanGeometry] | None = None
+
+
+@dataclass
+class SkyChain:
+    """The SKYDIFF history carried from scan to scan, in scan order (issue 14)."""
+
+    history: SkyHistory
+
+
+def skydiff_inputs(session: Session, scan: int, config: CalibrationConfig
+                   ) -> tuple[CalibrationLoadFull, PreparedData, ScanGeometry] | None:
+    """The resolve and prepare results of a scan whose full read failed, from the reads the
+    Snakemake resolve job (metadata, loads) and prepare job (metadata, OFF subscans) make;
+    None when those fail too. A scan with an unreadable ON subscan thus adds its OFFs to the
+    SKYDIFF history in both modes (the workflow's skydiff job never reads the ONs)."""
+    from calpipe.physics.reference import off_subscans
+
+    try:
+        meta = session.load_scan(scan, subscans=())
+        cal = session.load_calibration(scan, meta.meta.lloadsn)
+        load = resolve(meta, cal, config, load_next_calibration(session, scan, cal.scan, config))
+        offs = session.load_scan(scan, subscans=lambda m: off_subscans(m.sobsmode))
+        return load, prepare(offs, config), ScanGeometry.of(offs)
+    except Exception as exc:
+        if not is_scan_fault(exc):
+            raise
+        return None
 
 
 def load_scan_and_calibration(session: Session, scan: int) -> tuple[ScanData,
@@ -133,17 +167,24 @@ class ComputedScan:
 
 def compute_scan(loaded: LoadedScan, run: ScanRun, config: CalibrationConfig,
                  table: AtmosphereTable, store: Path,
-                 release: Callable[[], None] | None = None) -> ComputedScan | None:
-    """resolve -> prepare -> atmosphere -> calibrate for one loaded scan (None if it failed).
+                 release: Callable[[], None] | None = None,
+                 sky: SkyChain | None = None) -> ComputedScan | None:
+    """resolve -> prepare (-> skydiff) -> atmosphere -> calibrate for one loaded scan (None if
+    it failed).
 
     The calibration snapshot is dropped right after resolve and the source counts right after
     calibrate; ``release`` is then called (the prefetch loop returns its permit there).
+    ``sky`` (``skydiff`` > 0): the SKYDIFF history, updated by stage "skydiff" right after
+    prepare, so a scan that fails later still adds its OFFs (as in the workflow).
     """
     data, cal, next_cal = loaded.data, loaded.cal, loaded.next_cal
     loaded.data = loaded.cal = loaded.next_cal = None
     try:
         with run:
             if loaded.error is not None:
+                if sky is not None and loaded.sky_inputs is not None:
+                    with contextlib.suppress(Exception):  # as the workflow's skydiff job
+                        sky.history = skydiff(*loaded.sky_inputs, sky.history, config)[0]
                 run.clock.timings["load"] = loaded.load_seconds
                 run.stage("load", _reraise, loaded.error)
             assert data is not None and cal is not None
@@ -158,9 +199,14 @@ def compute_scan(loaded: LoadedScan, run: ScanRun, config: CalibrationConfig,
                        "calibration_scan": int(used.scan)}
             del cal, next_cal, used  # the loads are reduced to [C, R, A]: drop the snapshots
             prepared = run.stage("prepare", prepare, data, config)
-            atm = run.stage("atmosphere", atmosphere, ScanGeometry.of(data), load, prepared,
-                            config, table)
-            result = run.stage("calibrate", calibrate, data, load, prepared, atm, config)
+            geometry = ScanGeometry.of(data)
+            diffs = None
+            if sky is not None:
+                sky.history, diffs = run.stage("skydiff", skydiff, load, prepared, geometry,
+                                               sky.history, config)
+            atm = run.stage("atmosphere", atmosphere, geometry, load, prepared, config, table)
+            result = run.stage("calibrate", calibrate, data, load, prepared, atm, config,
+                               diffs)
             del data, prepared
             # the table the atmosphere stage used (a sky table, or the zenith table), as the
             # Snakemake calibrate job records it: from the AtmosphereResult
@@ -266,6 +312,9 @@ def _run_loop(session: Session, todo: list[int], out: Path, config: CalibrationC
     written: queue.Queue[tuple[ScanStatus | None, BaseException | None]] = queue.Queue()
     stop = threading.Event()
     t0 = time.perf_counter()
+    # SKYDIFF (issue 14): the main thread computes the scans in scan order (todo is sorted);
+    # the history goes from one to the next
+    sky = SkyChain(SkyHistory.empty(config.skydiff)) if config.skydiff else None
 
     def mark(event: str, scan: int) -> None:
         result.timeline.append((event, scan, time.perf_counter() - t0))
@@ -286,7 +335,10 @@ def _run_loop(session: Session, todo: list[int], out: Path, config: CalibrationC
                                                           config)
                 except BaseException as exc:  # handed to the main thread, which decides
                     item.error = exc
+                    item.data = item.cal = item.next_cal = None
                 item.load_seconds = time.perf_counter() - t
+                if item.error is not None and config.skydiff and is_scan_fault(item.error):
+                    item.sky_inputs = skydiff_inputs(session, scan, config)
                 mark("load_end", scan)
                 handoff.put(item)
         except BaseException as exc:  # the thread itself failed: the run must not look done
@@ -350,7 +402,7 @@ def _run_loop(session: Session, todo: list[int], out: Path, config: CalibrationC
             if item.error is not None and not is_scan_fault(item.error):
                 raise item.error
             run = ScanRun(item.scan)
-            computed = compute_scan(item, run, config, table, store, release)
+            computed = compute_scan(item, run, config, table, store, release, sky)
             if computed is None:
                 mark("process_end", item.scan)
                 l1.remove_scan_group(out, item.scan)
@@ -421,7 +473,8 @@ def calibrate_single_scan(store: str | Path, scan: int, out: str | Path,
             loaded.error = exc
         loaded.load_seconds = time.perf_counter() - t
         run = ScanRun(scan)
-        computed = compute_scan(loaded, run, config, table, store)
+        sky = SkyChain(SkyHistory.empty(config.skydiff)) if config.skydiff else None
+        computed = compute_scan(loaded, run, config, table, store, sky=sky)
         status = write_computed(out, computed) if computed is not None else ScanStatus.failed(run)
         if computed is None:
             l1.remove_scan_group(out, scan)

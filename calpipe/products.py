@@ -13,6 +13,12 @@ import numpy as np
 from calpipe.physics import flags as fl
 
 
+#: the SKYDIFF fields of a CalibrationResult: all set, or all None
+SKYDIFF_FIELDS = ("skydiff", "skydiff_current_scan", "skydiff_current_off",
+                  "skydiff_current_mjd", "skydiff_ref_scan", "skydiff_ref_off",
+                  "skydiff_ref_mjd")
+
+
 @dataclass(frozen=True)
 class CalibrationResult:
     """Everything one L1 scan group holds (DESIGN 2.2), before writing."""
@@ -44,6 +50,15 @@ class CalibrationResult:
     attrs: dict[str, Any] = field(default_factory=dict)
     # fractional T_A* scale uncertainty from pwv_err [C, S_on] or [C, R, A, S_on] f4 (issue 13)
     scale_uncertainty: np.ndarray | None = None
+    # SKYDIFF (issue 14, calpipe.physics.skydiff): K differences of S_obs between an OFF of
+    # this scan and a previous OFF of the same layout; all None when there are none
+    skydiff: np.ndarray | None = None  # [C, R, A, K] f4 (K)
+    skydiff_current_scan: np.ndarray | None = None  # [K] i4
+    skydiff_current_off: np.ndarray | None = None  # [K] i4: L0 subscan number
+    skydiff_current_mjd: np.ndarray | None = None  # [K] f8: OFF mid-time (MJD)
+    skydiff_ref_scan: np.ndarray | None = None  # [K] i4
+    skydiff_ref_off: np.ndarray | None = None  # [K] i4
+    skydiff_ref_mjd: np.ndarray | None = None  # [K] f8
 
     def check(self) -> None:
         """Shapes, dtypes and the NaN/flag contract; raises ValueError (a bug, not data)."""
@@ -71,6 +86,15 @@ class CalibrationResult:
             expect[name] = (tr_shape, np.float32)
         if self.scale_uncertainty is not None:
             expect["scale_uncertainty"] = (tr_shape, np.float32)
+        sky = [n for n in SKYDIFF_FIELDS if getattr(self, n) is not None]
+        if sky and len(sky) != len(SKYDIFF_FIELDS):
+            raise ValueError(f"scan {self.scan}: SKYDIFF arrays {sky} without the others")
+        if sky:
+            assert self.skydiff is not None
+            n_k = self.skydiff.shape[-1] if self.skydiff.ndim == 4 else -1
+            expect["skydiff"] = ((c, r, a, n_k), np.float32)
+            for name in SKYDIFF_FIELDS[1:]:
+                expect[name] = ((n_k,), np.float64 if name.endswith("mjd") else np.int32)
         for name, (shape, dtype) in expect.items():
             arr = getattr(self, name)
             if arr.shape != shape or arr.dtype != dtype:

@@ -126,6 +126,13 @@ def _read_scan(group: Any) -> dict[str, Any]:
     data["outlier_pixels"] = outlier
     data["flag_counts"] = flag_counts
     data["n_samples"] = n_c * n_d * n_r * n_a * n_s
+    data["skydiff"] = None  # issue 14: SKYDIFF pairs, pixel-mean [C, K] and their labels
+    if "skydiff" in names:
+        with _quiet():
+            data["skydiff"] = np.nanmean(l1.read_array(group, "skydiff"), axis=(1, 2))
+        data["skydiff_pairs"] = {
+            key: l1.read_array(group, f"skydiff_{key}").tolist()
+            for key in ("current_scan", "current_off", "ref_scan", "ref_off")}
     ids = l1.read_array(group, "pixel_id") if "pixel_id" in names else None
     data["pixel_id"] = (None if ids is None else
                         np.array([str(x) for x in ids.ravel().tolist()]).reshape(ids.shape))
@@ -270,6 +277,33 @@ def _fit_panel(fig: Any, spec: Any, xa: XAxis, data: dict[str, Any]) -> None:
     axr.set_ylabel("obs - model (K)")
     axr.set_xlabel(xa.label)
     axr.grid(alpha=0.3)
+
+
+def skydiff_labels(pairs: dict[str, list[int]]) -> list[str]:
+    """Legend entries of the SKYDIFF panel: 'scan S OFF o - scan S' OFF o'' per pair."""
+    return [f"scan {cs} OFF {co} - scan {rs} OFF {ro}" for cs, co, rs, ro in zip(
+        pairs["current_scan"], pairs["current_off"], pairs["ref_scan"], pairs["ref_off"],
+        strict=True)]
+
+
+def _skydiff_panel(ax: Any, xa: XAxis, data: dict[str, Any]) -> None:
+    """SKYDIFF (issue 14): each pair's S_obs difference, mean over pixels."""
+    import matplotlib as mpl
+
+    diff = data["skydiff"]  # [C, K]
+    labels = skydiff_labels(data["skydiff_pairs"])
+    colors = mpl.colormaps["tab10"]
+    for k in range(diff.shape[1]):
+        ax.plot(xa.values, diff[:, k], lw=0.8, color=colors(k % 10), label=labels[k])
+    depth = data["attrs"].get("skydiff", {}).get("depth", "?")
+    ax.axhline(0.0, color="k", lw=0.6)
+    _robust_ylim(ax, diff, 0.5, 99.5, 0.1)
+    ax.set_title(f"SKYDIFF (N = {depth}): (OFF - HOT) / gamma minus that of a previous OFF, "
+                 "mean over pixels")
+    ax.set_xlabel(xa.label)
+    ax.set_ylabel("Delta S_obs (K)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="upper right", framealpha=0.8)
 
 
 def _data_panel(fig: Any, ax: Any, xa: XAxis, data: dict[str, Any]) -> None:
@@ -423,7 +457,8 @@ def build_figure(l1_store: str | Path, scan: int, axis: str = "frequency") -> An
     xa = XAxis.of(data, axis)
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(3, 2)
+    sky = data["skydiff"] is not None  # issue 14: a fourth row for the SKYDIFF panel
+    grid = fig.add_gridspec(4 if sky else 3, 2, height_ratios=(1, 1, 1, 0.8) if sky else None)
     with _quiet():
         tsys = np.nanmedian(data["t_sys"], axis=3)  # [C, R, A] median over ON subscans
     _spectra_panel(fig.add_subplot(grid[0, 0]), xa, tsys,
@@ -436,6 +471,8 @@ def build_figure(l1_store: str | Path, scan: int, axis: str = "frequency") -> An
     _data_panel(fig, fig.add_subplot(grid[1, 1]), xa, data)
     _flag_panel(fig, fig.add_subplot(grid[2, 0]), xa, data)
     _summary_panel(fig.add_subplot(grid[2, 1]), data)
+    if sky:
+        _skydiff_panel(fig.add_subplot(grid[3, :]), xa, data)
     pwv = attrs.get("pwv_mm")
     fig.suptitle(f"calpipe quick-look: scan {attrs.get('scan_number', scan)} "
                  f"({attrs.get('mode', '?').upper()}, {attrs.get('source', '') or '?'}), "

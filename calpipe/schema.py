@@ -36,7 +36,8 @@ def scan_id(scan: int) -> str:
 # -- stages -----------------------------------------------------------------------------------
 
 #: the per-scan stages in order; "load" is reading L0, "write" the L1 group
-STAGES = ("load", "resolve", "prepare", "atmosphere", "calibrate", "write")
+#: "skydiff" (issue 14, optional): the SKYDIFF history update, after resolve and prepare
+STAGES = ("load", "resolve", "prepare", "skydiff", "atmosphere", "calibrate", "write")
 
 # -- run outputs ------------------------------------------------------------------------------
 

@@ -93,6 +93,14 @@ class SimulationConfig:
     # eta_mb < 1 or gain_curves, the truth store also holds t_mb = T_A* f_eff / (eta_mb
     # G_a(el)), G_a(el) = sum_k gain_curves[a or 0][k] el_deg^k (one curve, or one per array)
     telescope: str = "FYST (simulated)"
+    # issue 14 (SKYDIFF): a standing wave added to the sky of every source subscan, constant
+    # within a scan and growing with the scan's start time: sky_ripple_k_per_hour x hours
+    # since mjd_start x sin(2 pi sky_ripple_periods c / C) K (ON - OFF cancels it; S_obs and
+    # the pwv fit see it); truth: sky_ripple [C] per scan
+    sky_ripple_k_per_hour: float = 0.0
+    sky_ripple_periods: float = 4.0
+    # the L0 frontend_backends id of every subscan ("" = SIM_PX00, SIM_PX01, ... by subscan)
+    frontend_backend: str = ""
     eta_mb: float = 1.0
     gain_curves: tuple[tuple[float, ...], ...] = ()
 
@@ -268,6 +276,8 @@ def simulate_session(out: str | Path, cfg: SimulationConfig = SimulationConfig()
         _write(truth_root, "dead", inst.dead, ("C", "R", "A"))
         _write(truth_root, "frequency_signal", inst.nu_sig, ("C",))
         _write(truth_root, "frequency_image", inst.nu_img, ("C",))
+        _write(truth_root, "t_hot_eff", np.asarray(inst.t_hot_eff), ("C",) if np.ndim(
+            inst.t_hot_eff) == 1 else ("C", "R", "A"))
     seeds = np.random.SeedSequence(cfg.seed).spawn(len(plans))
     for plan, seed in zip(plans, seeds, strict=True):
         rng = np.random.default_rng(seed)
@@ -328,6 +338,14 @@ def _gain(cfg: SimulationConfig, inst: _Instrument, plan: ScanPlan, t_mjd: np.nd
     hours = (t_mjd - load_start) * 24.0
     factor = 1.0 + cfg.gain_drift_per_hour * hours
     return inst.gamma[:, None, :, :] * factor[None, :, None, None]
+
+
+def sky_ripple(cfg: SimulationConfig, plan: ScanPlan) -> np.ndarray:
+    """The standing wave added to the sky of a scan [C] (K); zeros unless configured."""
+    hours = (plan.start_mjd - cfg.mjd_start) * 24.0
+    c = np.arange(cfg.n_channels, dtype=np.float64)
+    return (cfg.sky_ripple_k_per_hour * hours
+            * np.sin(2 * np.pi * cfg.sky_ripple_periods * c / cfg.n_channels))
 
 
 def _dump_times(start: float, cfg: SimulationConfig) -> np.ndarray:
@@ -425,9 +443,11 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
     otf_lat = np.zeros((d, n))
     pix_amp = (1.0 + 0.1 * np.arange(r)[:, None] - 0.05 * np.arange(a)[None, :])  # [R, A]
     profile = _line_profile(cfg, 0.5 + 0.1 * rng.uniform(-1, 1))
+    ripple = sky_ripple(cfg, plan)  # [C] K
     for s, mode in enumerate(modes):
         g = _gain(cfg, inst, plan, _dump_times(meta["mjd"][s], cfg))
-        sky = inst.t_rec_dsb[:, None] + tsky[..., s][:, None]  # [C, 1, R, A]
+        sky = (inst.t_rec_dsb[:, None] + tsky[..., s][:, None]
+               + ripple[:, None, None, None])  # [C, 1, R, A]
         if mode.endswith("ON"):
             k = on.index(s)
             if plan.kind == "otf":
@@ -467,7 +487,8 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
         dims = ("C",) if np.ndim(inst.gs_xs) == 1 else ("C", "R", "A")
         _write(src, "gs_xs", np.asarray(inst.gs_xs, dtype=np.float64), dims)
         _write(src, "gi_xi", np.asarray(inst.gi_xi, dtype=np.float64), dims)
-    _write_strings(src, "frontend_backends", [f"SIM_PX{k:02d}" for k in range(n)])
+    _write_strings(src, "frontend_backends", [cfg.frontend_backend or f"SIM_PX{k:02d}"
+                                              for k in range(n)])
     _write_strings(src, "raw_fits_headers", [json.dumps({"SUBSCAN": k}) for k in range(n)])
     if truth_root is not None:
         tg = truth_root.create_group(scan_group_name(plan.scan))
@@ -479,6 +500,8 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
             _write(tg, "t_mb", ta_truth * k_mb[None, None, None, :, None],
                    ("C", "D", "R", "A", "S_on"))
         _write(tg, "tr_signal", tr_s[:, on], ("C", "S_on"))
+        if cfg.sky_ripple_k_per_hour:
+            _write(tg, "sky_ripple", ripple, ("C",))
         if tsky.shape[1:3] == (1, 1):
             _write(tg, "t_sky_eff", tsky[:, 0, 0], ("C", "S"))
         else:

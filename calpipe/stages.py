@@ -45,7 +45,9 @@ from calpipe.physics.atmosphere import (
 from calpipe.physics.calibrate import calibrate_full, check_usable
 from calpipe.physics.loads import BadChannelRule, CalibrationLoadFull, resolve_loads
 from calpipe.physics.radiometry import PhysicsConstants
-from calpipe.physics.reference import PreparedData, prepare_references
+from calpipe.physics import skydiff as sky
+from calpipe.physics.reference import PreparedData, prepare_references, subscan_midtimes
+from calpipe.physics.skydiff import SkyDiffResult, SkyHistory
 from calpipe.products import CalibrationResult
 
 if TYPE_CHECKING:  # annotation only: importing it loads scipy.interpolate (~0.5 s per
@@ -54,7 +56,8 @@ if TYPE_CHECKING:  # annotation only: importing it loads scipy.interpolate (~0.5
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CalibrationResult", "ScanGeometry", "atmosphere", "calibrate", "prepare", "resolve"]
+__all__ = ["CalibrationResult", "ScanGeometry", "atmosphere", "calibrate", "prepare", "resolve",
+           "skydiff"]
 
 
 # -- instrument parameters --------------------------------------------------------------------
@@ -283,13 +286,15 @@ class ScanGeometry:
     mjd: np.ndarray  # [S] subscan start (issue 14: gain drift at the OFFs)
     exptime: np.ndarray  # [S] s per dump
     n_dumps: int
+    frontend_backends: np.ndarray  # [S] str (issue 14: the SKYDIFF layout of each OFF)
 
     @classmethod
     def of(cls, scan: ScanData) -> ScanGeometry:
         m = scan.meta
         return cls(scan.scan, m.elevation.copy(), m.tamb.copy(), m.pamb.copy(),
                    np.asarray(m.mjd, np.float64).copy(), np.asarray(m.exptime).copy(),
-                   int(scan.counts.shape[1]))
+                   int(scan.counts.shape[1]),
+                   np.asarray([str(x) for x in scan.frontend_backends], dtype=str))
 
 
 @dataclass(frozen=True)
@@ -484,10 +489,32 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
     return result
 
 
+def skydiff(load: CalibrationLoadFull, prepared: PreparedData, geometry: ScanGeometry,
+            history: SkyHistory, config: CalibrationConfig
+            ) -> tuple[SkyHistory, SkyDiffResult]:
+    """Stage "skydiff" (issue 14, ``skydiff: N`` > 0; calpipe.physics.skydiff): S_obs of every
+    OFF of the scan, differenced against the N most recent previous OFFs of its layout; returns
+    the updated history and the scan's differences. Nod scans (no OFF subscan: each beam is
+    the other's reference) add nothing."""
+    n = int(config.skydiff)
+    c, r, a = load.gamma.shape
+    if prepared.mode == "nod":
+        return sky.update(history, load.scan, np.zeros((c, r, a, 0)), [], np.zeros(0, int),
+                          np.zeros(0), n)
+    off = prepared.off_index
+    s_obs = sky.observed_sky(prepared.off_mean, load.c_hot, load.gamma, load.bad_channel)
+    mid = subscan_midtimes(geometry.mjd[off], geometry.exptime[off].astype(np.float64),
+                           geometry.n_dumps)
+    keys = [sky.layout_key(load.nu_sig, r, a, str(geometry.frontend_backends[k]))
+            for k in off.tolist()]
+    return sky.update(history, load.scan, s_obs, keys, off.astype(np.int64), mid, n)
+
+
 def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
-              atm: AtmosphereResult, config: CalibrationConfig | None = None
-              ) -> CalibrationResult:
-    """Stage "calibrate": T_A*, t_sys, weight, flags (DESIGN 3.5) plus the L1 coordinates."""
+              atm: AtmosphereResult, config: CalibrationConfig | None = None,
+              skydiff: SkyDiffResult | None = None) -> CalibrationResult:
+    """Stage "calibrate": T_A*, t_sys, weight, flags (DESIGN 3.5) plus the L1 coordinates;
+    with ``skydiff`` (the scan's SKYDIFF differences, issue 14) also those."""
     config = CalibrationConfig() if config is None else config
     config, profile_attrs = telescope_config(scan, config)
     on = prepared.on_index
@@ -551,7 +578,11 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
     no_fit = np.full((arrays.t_sys.shape[0], prepared.off_index.size), np.nan)
     fit_obs = no_fit if atm.fit_observed_k is None else atm.fit_observed_k
     fit_mod = no_fit if atm.fit_model_k is None else atm.fit_model_k
+    if skydiff is not None:
+        attrs["skydiff"] = {"depth": skydiff.depth, "n_diffs": skydiff.n_diffs,
+                            "formula": sky.FORMULA}
     return CalibrationResult(
+        **_skydiff_fields(skydiff),
         scan=scan.scan, mode=prepared.mode, spectra=arrays.spectra, flags=arrays.flags,
         t_sys=arrays.t_sys, weight=arrays.weight, t_rec=load.t_rec.astype(np.float32),
         gamma=load.gamma.astype(np.float32), tau_signal=atm_array(atm.tau_signal),
@@ -570,6 +601,19 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         scale_uncertainty=(None if atm.scale_uncertainty is None
                            else atm_array(atm.scale_uncertainty)),
     )
+
+
+def _skydiff_fields(result: SkyDiffResult | None) -> dict[str, Any]:
+    """The CalibrationResult fields of the SKYDIFF differences (none when there are none)."""
+    if result is None or result.n_diffs == 0:
+        return {}
+    return {"skydiff": result.diff.astype(np.float32),
+            "skydiff_current_scan": result.current_scan.astype(np.int32),
+            "skydiff_current_off": result.current_off.astype(np.int32),
+            "skydiff_current_mjd": result.current_mjd.astype(np.float64),
+            "skydiff_ref_scan": result.ref_scan.astype(np.int32),
+            "skydiff_ref_off": result.ref_off.astype(np.int32),
+            "skydiff_ref_mjd": result.ref_mjd.astype(np.float64)}
 
 
 def _check_transmission(scan: int, load: CalibrationLoadFull, atm: AtmosphereResult,

@@ -170,19 +170,52 @@ def run_atmosphere(scan: int, config: CalibrationConfig, resolve_rec: str, prepa
     return _finish(run, "atmosphere", record, [artifact], _merged_extra(upstream))
 
 
+def run_skydiff(scan: int, config: CalibrationConfig, resolve_rec: str, prepare_rec: str,
+                resolve_art: str, prepare_art: str, geometry_art: str, previous: str | None,
+                history: str, artifact: str, record: str) -> dict[str, Any]:
+    """Rule skydiff (issue 14): the previous scan's SKYDIFF history + this scan's OFFs -> this
+    scan's history and differences (no L0 read). The first scan of a session has no previous
+    history; a scan that failed upstream passes the history on unchanged. The record holds
+    this job's own stage time only (the calibrate job adds it to the atmosphere record's)."""
+    from calpipe.physics.loads import CalibrationLoadFull
+    from calpipe.physics.reference import PreparedData
+    from calpipe.physics.skydiff import SkyDiffResult, SkyHistory  # noqa: F401 (artifacts)
+    from calpipe.stages import ScanGeometry, skydiff
+
+    upstream = upstream_run(scan, [_read_json(resolve_rec), _read_json(prepare_rec)])
+    run = ScanRun(scan, failure=upstream.failure)
+    before = (_load(SkyHistory, previous) if previous
+              else SkyHistory.empty(config.skydiff))
+    after = before
+    with run:
+        if run.ok:
+            load = _load(CalibrationLoadFull, resolve_art)
+            prepared = _load(PreparedData, prepare_art)
+            geometry = _load(ScanGeometry, geometry_art)
+            after, diffs = run.stage("skydiff", skydiff, load, prepared, geometry, before,
+                                     config)
+            save_artifact(diffs, artifact)
+    save_artifact(after, history)
+    return _finish(run, "skydiff", record, [artifact], {})
+
+
 def run_calibrate(store: str, scan: int, session_name: str, config: CalibrationConfig,
                   l1_store: str, resolve_art: str, prepare_art: str, atmosphere_art: str,
-                  atmosphere_rec: str, status: str) -> ScanStatus:
-    """Rule calibrate: the ON subscans -> T_A*, the L1 group (atomically), the scan status."""
+                  atmosphere_rec: str, status: str, skydiff_art: str | None = None,
+                  skydiff_rec: str | None = None) -> ScanStatus:
+    """Rule calibrate: the ON subscans -> T_A*, the L1 group (atomically), the scan status.
+    With ``skydiff`` > 0 also the scan's SKYDIFF differences (artifact and record)."""
     from calpipe import l1
     from calpipe.l0 import ReadLimits, combine_digests, open_session
     from calpipe.physics.atmosphere import AtmosphereResult
     from calpipe.physics.loads import CalibrationLoadFull
     from calpipe.physics.reference import PreparedData
+    from calpipe.physics.skydiff import SkyDiffResult
     from calpipe.stages import calibrate
 
     upstream = _read_json(atmosphere_rec)
-    run = upstream_run(scan, [upstream])
+    records = [upstream] + ([_read_json(skydiff_rec)] if skydiff_rec else [])
+    run = upstream_run(scan, records)
     extra = _merged_extra([upstream])
     out = Path(l1_store)
     l1.ensure_store(out)
@@ -192,10 +225,12 @@ def run_calibrate(store: str, scan: int, session_name: str, config: CalibrationC
             load = _load(CalibrationLoadFull, resolve_art)
             prepared = _load(PreparedData, prepare_art)
             atm = _load(AtmosphereResult, atmosphere_art)
+            diffs = _load(SkyDiffResult, skydiff_art) if skydiff_art else None
             session = open_session(store, ReadLimits.from_config(config))
             data = run.stage("load", session.load_scan, scan, subscans=prepared.on_index)
             run.l0_bytes_read += data.bytes_read
-            result = run.stage("calibrate", calibrate, data, load, prepared, atm, config)
+            result = run.stage("calibrate", calibrate, data, load, prepared, atm, config,
+                               diffs)
             subscan_digests = {int(k): v for k, v in extra.get("off_digests", {}).items()}
             subscan_digests.update(data.subscan_digests)
             digests = {"scan": combine_digests(data.meta_digest, subscan_digests),

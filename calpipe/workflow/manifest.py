@@ -46,6 +46,9 @@ STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
                    "sky_table_build", "pwv_fixed_mm", "pwv_fallback_mm",
                    "pwv_per_pixel", "pwv_grid_min_mm", "pwv_grid_max_mm", "pwv_grid_points",
                    "pwv_newton_max_iter", "pwv_newton_tol", "t_cmb"),
+    # issue 14: the SKYDIFF history chain (what resolve and prepare use enters through their
+    # artifacts); its rules are in the DAG only when skydiff > 0
+    "skydiff": ("skydiff",),
 }
 
 

@@ -76,6 +76,15 @@ def script_main(smk: Any, rule: str) -> None:
         raise
 
 
+def _optional_input(inputs: Any, name: str) -> str | None:
+    """A named input that a function may have left empty (issue 14: the SKYDIFF inputs)."""
+    value = getattr(inputs, name, None) if name in inputs.keys() else None
+    if value is None or isinstance(value, str):
+        return value
+    values = list(value)
+    return str(values[0]) if values else None
+
+
 def _dispatch(smk: Any, rule: str) -> None:
     from calpipe.workflow.manifest import calibration_config, manifest_store
 
@@ -117,9 +126,16 @@ def _dispatch(smk: Any, rule: str) -> None:
         rec = jobs.run_atmosphere(scan, config, i.resolve_record, i.prepare_record, i.resolve,
                                   i.prepare, i.geometry, o.artifact, o.record)
         failure = rec["failure"]
+    elif rule == "skydiff":
+        rec = jobs.run_skydiff(scan, config, i.resolve_record, i.prepare_record, i.resolve,
+                               i.prepare, i.geometry, _optional_input(i, "previous"),
+                               o.history, o.artifact, o.record)
+        failure = rec["failure"]
     elif rule == "calibrate":
         status = jobs.run_calibrate(store, scan, session, config, p.l1_store, i.resolve,
-                                    i.prepare, i.atmosphere, i.atmosphere_record, o.status)
+                                    i.prepare, i.atmosphere, i.atmosphere_record, o.status,
+                                    _optional_input(i, "skydiff"),
+                                    _optional_input(i, "skydiff_record"))
         failure = status.failure.to_dict() if status.failure else None
     else:  # pragma: no cover - a wiring bug
         raise ValueError(f"unknown rule {rule!r}")

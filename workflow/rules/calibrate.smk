@@ -5,6 +5,7 @@ rule calibrate:
     store; the declared output is the per-scan status file, written last.
     """
     input:
+        unpack(skydiff_of_scan),
         stamp="results/{session}/stamps/{scan}.json",
         resolve=rules.resolve.output.artifact,
         prepare=rules.prepare.output.artifact,

@@ -54,6 +54,27 @@ def digest_of(stage):
     return cw.stage_digest(CALIBRATION, stage)
 
 
+def previous_skydiff_history(wildcards):
+    """The SKYDIFF history of the session's previous scan (none for its first scan)."""
+    scans = SCANS[wildcards.session]
+    i = scans.index(wildcards.scan)
+    if i == 0:
+        return []
+    return [f"results/{wildcards.session}/work/{scans[i - 1]}/skydiff_history.npz"]
+
+
+def skydiff_of_scan(wildcards):
+    """The scan's SKYDIFF artifact and record for rule calibrate, when skydiff > 0 (else
+    the skydiff rules are not in the DAG)."""
+    if not CALIBRATION.skydiff:
+        return {}
+    base = f"results/{wildcards.session}/work/{wildcards.scan}"
+    return {
+        "skydiff": f"{base}/skydiff.npz",
+        "skydiff_record": f"{base}/skydiff.json",
+    }
+
+
 def all_status(wildcards):
     """Every scan's status file, over all sessions."""
     return [
