@@ -29,6 +29,7 @@ from calpipe import l1
 from calpipe.config import CalibrationConfig
 from calpipe.errors import ConfigError, MissingLoadError
 from calpipe.l0 import CalibrationSnapshot, ReadLimits, ScanData, Session, open_session
+from calpipe.physics.skydiff import SkyHistory
 from calpipe.products import CalibrationResult
 from calpipe.runner import (
     Failure,
@@ -42,7 +43,6 @@ from calpipe.runner import (
     write_run_outputs,
 )
 from calpipe.schema import FAILURES_FILE, LOCK_FILE, SUMMARY_FILE  # noqa: F401 (re-export)
-from calpipe.physics.skydiff import SkyHistory
 from calpipe.stages import ScanGeometry, atmosphere, calibrate, prepare, resolve, skydiff
 
 if TYPE_CHECKING:  # annotation only: importing it loads scipy.interpolate
@@ -124,7 +124,7 @@ def skydiff_inputs(session: Session, scan: int, config: CalibrationConfig
         meta = session.load_scan(scan, subscans=())
         cal = session.load_calibration(scan, meta.meta.lloadsn)
         load = resolve(meta, cal, config, load_next_calibration(session, scan, cal.scan, config))
-        offs = session.load_scan(scan, subscans=lambda m: off_subscans(m.sobsmode))
+        offs = session.load_scan(scan, subscans=lambda m: off_subscans(m.sobsmode).tolist())
         return load, prepare(offs, config), ScanGeometry.of(offs)
     except Exception as exc:
         if not is_scan_fault(exc):

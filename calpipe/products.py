@@ -12,7 +12,6 @@ import numpy as np
 
 from calpipe.physics import flags as fl
 
-
 #: the SKYDIFF fields of a CalibrationResult: all set, or all None
 SKYDIFF_FIELDS = ("skydiff", "skydiff_current_scan", "skydiff_current_off",
                   "skydiff_current_mjd", "skydiff_ref_scan", "skydiff_ref_off",

@@ -30,6 +30,7 @@ from calpipe.errors import (
 from calpipe.l0 import CalibrationSnapshot, ScanData, check_compatible, check_has_data
 from calpipe.physics import beam, gain
 from calpipe.physics import flags as fl
+from calpipe.physics import skydiff as sky
 from calpipe.physics.atmosphere import (
     TORR_TO_HPA,
     AtmosphereResult,
@@ -45,7 +46,6 @@ from calpipe.physics.atmosphere import (
 from calpipe.physics.calibrate import calibrate_full, check_usable
 from calpipe.physics.loads import BadChannelRule, CalibrationLoadFull, resolve_loads
 from calpipe.physics.radiometry import PhysicsConstants
-from calpipe.physics import skydiff as sky
 from calpipe.physics.reference import PreparedData, prepare_references, subscan_midtimes
 from calpipe.physics.skydiff import SkyDiffResult, SkyHistory
 from calpipe.products import CalibrationResult

@@ -5,6 +5,7 @@ on a session with broken scans (the one test that runs the real snakemake)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -270,21 +271,21 @@ def test_workflow_config_schema_and_stage_digest() -> None:
 def test_both_modes_identical_with_broken_scans(tmp_path: Path) -> None:
     """9 scans; 1002 has no OFF (fails in prepare: adds nothing to the history), 1004's OFFs
     are hotter than the hot load (fails in atmosphere: its OFFs are in the history), 1007 has
-    an unreadable ON chunk (the in-process full read fails; the workflow never reads its ONs
+    a truncated ON chunk (the in-process full read fails; the workflow never reads its ONs
     before calibrate: both add its OFFs). Both modes write the same L1, skydiff included."""
     from calpipe.atmosphere.tableio import save_table
     from calpipe.testing import (
         assert_l1_equal,
         calibrate_both_modes,
-        delete_chunk,
         run_snakemake,
+        truncate_chunk,
     )
 
     store = copy_session(make_session(tmp_path / "pristine.zarr", n_scans=9, noise=True,
                                       modes=("tp",), **TINY), tmp_path / "s.zarr")
     missing_off(store, 1002)
     sky_hotter_than_hot_load(store, 1004)
-    delete_chunk(store, 1007, "source/data_5d", 1)  # one chunk per subscan: ON subscan 1
+    truncate_chunk(store, 1007, "source/data_5d", 1)  # one chunk per subscan: ON 1
     save_table(analytic_table(), tmp_path / "table.npz")
     section = {"skydiff": 2, "atmosphere_table": "table.npz"}
     inproc, wf = calibrate_both_modes(tmp_path, section)
@@ -302,5 +303,30 @@ def test_both_modes_identical_with_broken_scans(tmp_path: Path) -> None:
         {"stores": {"s": "s.zarr"}, "report": False,
          "calibration": dict(section, skydiff=0)}))
     dry = run_snakemake(tmp_path, "-n", "--cores", "1")
-    assert "rule calibrate" in dry.stdout + dry.stderr
-    assert "skydiff" not in dry.stdout + dry.stderr
+    out = dry.stdout + dry.stderr
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))  # the job-count table
+    assert stats.get("calibrate") == "6" and "skydiff" not in stats, stats
+    assert not re.search(r"^rule skydiff", out, re.M)
+
+
+def test_a_skydiff_failure_fails_only_that_scan(ripple_session: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not possible for valid inputs; if it happens (a bug), the scan fails in stage
+    "skydiff" the runner's way, its OFFs are not in the history, and the run goes on."""
+    from calpipe import pipeline
+
+    real = pipeline.skydiff
+
+    def broken(load: Any, *args: Any) -> Any:
+        if load.scan == 1002:
+            raise ValueError("injected")
+        return real(load, *args)
+
+    monkeypatch.setattr(pipeline, "skydiff", broken)
+    out = tmp_path / "l1.zarr"
+    result = calibrate_store(ripple_session, out, CalibrationConfig(skydiff=3),
+                             table=analytic_table())
+    assert [(f.scan, f.stage, f.error) for f in result.failures] == [
+        (1002, "skydiff", "ValueError")]
+    refs = set(l1.read_scan(out, 1004).skydiff_ref_scan.tolist())
+    assert 1002 not in refs and 1001 in refs
