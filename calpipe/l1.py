@@ -60,8 +60,8 @@ DIM_PIXEL = "pixel"  # R: receiver (pixel) within an array
 DIM_ARRAY = "array"  # A: sub-array / band
 DIM_SUBSCAN = "subscan"  # S_on: ON subscans, indexed by their L0 subscan number
 DIM_OFF = "off_subscan"  # S_off: OFF subscans (pwv-fit diagnostic), by L0 subscan number
-#: K: SKYDIFF pairs (issue 14; not "skydiff", the name of the variable: xarray refuses a
-#: 4-d variable named like one of its dimensions)
+#: K: SKYDIFF pairs (issue 14; not "skydiff", the name of the variable: xarray makes a
+#: variable named like one of its dimensions a coordinate, not a data variable)
 DIM_SKYDIFF = "skydiff_pair"
 
 #: modified Julian date epoch as a CF time unit (xarray decodes it to datetime64, UTC)

@@ -60,6 +60,8 @@ def test_read_scan_round_trips_every_array_bit_identically(store, results, scan)
     written, direct = l1.read_scan(store, scan), results[scan]
     for name in l1.DIMS:
         a, b = getattr(written, name), getattr(direct, name)
+        if name in l1.OPTIONAL_FIELDS and a is None and b is None:  # e.g. SKYDIFF off
+            continue
         assert a.dtype == b.dtype and a.shape == b.shape, name
         assert np.array_equal(a, b, equal_nan=True), name
 

@@ -330,3 +330,12 @@ def test_a_skydiff_failure_fails_only_that_scan(ripple_session: Path, tmp_path: 
         (1002, "skydiff", "ValueError")]
     refs = set(l1.read_scan(out, 1004).skydiff_ref_scan.tolist())
     assert 1002 not in refs and 1001 in refs
+
+
+def test_skydiff_is_a_data_variable_in_xarray(ripple_l1: Path) -> None:
+    """Why the pair dimension is not called "skydiff" (docs/l1-format.md)."""
+    import xarray as xr
+
+    assert "skydiff" in l1.open_scan(ripple_l1, 1004).data_vars
+    named = xr.Dataset({"skydiff": (("frequency", "skydiff"), np.zeros((2, 3)))})
+    assert "skydiff" not in named.data_vars  # a variable named like its dimension
