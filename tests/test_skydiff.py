@@ -302,6 +302,9 @@ def test_both_modes_identical_with_broken_scans(tmp_path: Path) -> None:
     os.utime(store / "scan_001005" / "zarr.json")  # its input stamp changes (file stats)
     stats = _dry_run_jobs(tmp_path)
     assert stats["skydiff"] == stats["calibrate"] == 3, stats  # 1005, 1007, 1008
+    # SLURM: the profile's group "scan" cannot hold the chain; the documented override can
+    slurm = ["--workflow-profile", str(Path(__file__).parents[1] / "profiles" / "slurm")]
+    assert _dry_run_jobs(tmp_path, *slurm, *SLURM_SKYDIFF_GROUPS)["skydiff"] == 3
     # with skydiff 0 the skydiff rule is not in the DAG
     (tmp_path / "config.yaml").write_text(json.dumps(
         {"stores": {"s": "s.zarr"}, "report": False,
@@ -310,11 +313,16 @@ def test_both_modes_identical_with_broken_scans(tmp_path: Path) -> None:
     assert stats.get("calibrate") == 6 and "skydiff" not in stats, stats
 
 
-def _dry_run_jobs(workdir: Path) -> dict[str, int]:
+#: docs/workflow.md "SLURM": the grouping of profiles/slurm for runs with skydiff > 0
+SLURM_SKYDIFF_GROUPS = ("--groups", "resolve=load", "prepare=load", "atmosphere=cal",
+                        "calibrate=cal", "--group-components", "load=4", "cal=4")
+
+
+def _dry_run_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Jobs per rule of ``snakemake -n`` (its job-count table)."""
     from calpipe.testing import run_snakemake
 
-    dry = run_snakemake(workdir, "-n", "--cores", "1")
+    dry = run_snakemake(workdir, "-n", "--cores", "1", *args)
     out = dry.stdout + dry.stderr
     return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", out, re.M)}
 
