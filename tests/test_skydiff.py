@@ -357,3 +357,39 @@ def test_skydiff_is_a_data_variable_in_xarray(ripple_l1: Path) -> None:
     assert "skydiff" in l1.open_scan(ripple_l1, 1004).data_vars
     named = xr.Dataset({"skydiff": (("frequency", "skydiff"), np.zeros((2, 3)))})
     assert "skydiff" not in named.data_vars  # a variable named like its dimension
+
+
+def test_a_scan_with_a_corrupt_on_chunk_still_contributes_in_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process loader repeats the workflow's partial reads after a failed full read
+    (pipeline.skydiff_inputs); without them the scan's OFFs would be missing."""
+    from calpipe import pipeline
+    from calpipe.testing import truncate_chunk
+
+    store = make_session(tmp_path / "s.zarr", n_scans=4, load_every=4, modes=("tp",),
+                         noise=False, **TINY)
+    truncate_chunk(store, 1002, "source/data_5d", 1)  # ON subscan 1 of scan 1002
+    config = CalibrationConfig(skydiff=3)
+
+    def refs_of_1003(out: Path) -> set[int]:
+        result = calibrate_store(store, out, config, table=analytic_table())
+        assert [(f.scan, f.stage) for f in result.failures] == [(1002, "load")]
+        return set(l1.read_scan(out, 1003).skydiff_ref_scan.tolist())
+
+    assert 1002 in refs_of_1003(tmp_path / "a.zarr")
+    monkeypatch.setattr(pipeline, "skydiff_inputs", lambda *args: None)
+    assert 1002 not in refs_of_1003(tmp_path / "b.zarr")
+
+
+def test_calpipe_run_skydiff_writes_a_config_copy(tmp_path: Path) -> None:
+    import yaml
+
+    from calpipe.cli import _config_with
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(
+        {"stores": {"s": "s.zarr"}, "calibration": {"reference": "nearest"}}))
+    out = _config_with(tmp_path, None, {"skydiff": 4})
+    assert out == (tmp_path / "results" / "calpipe-run.config.yaml").resolve()
+    assert yaml.safe_load(out.read_text()) == {
+        "stores": {"s": "s.zarr"}, "calibration": {"reference": "nearest", "skydiff": 4}}
