@@ -251,6 +251,8 @@ def test_cli_skydiff_option(ripple_session: Path, tmp_path: Path) -> None:
     r = l1.read_scan(out, 1002)
     assert r.attrs["skydiff"]["depth"] == 1 and r.skydiff is not None
     assert r.attrs["provenance"]["config"]["skydiff"] == 1
+    assert set(r.skydiff_ref_scan.tolist()) <= {1001, 1002}  # the scans of this run only
+    assert 1001 in r.skydiff_ref_scan.tolist()
 
 
 def test_workflow_config_schema_and_stage_digest() -> None:
