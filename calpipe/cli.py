@@ -109,6 +109,8 @@ def build_config(ns: argparse.Namespace) -> Any:
             changes[name] = value
     if getattr(ns, "per_pixel_pwv", False):
         changes["pwv_per_pixel"] = True
+    if getattr(ns, "per_pair_pwv", False):
+        changes["pwv_per_pair"] = True
     config = config.replace(**changes) if changes else config
     if config.telescope is not None:  # an unknown profile stops the run before any scan
         from calpipe.telescopes import load_profile
@@ -403,6 +405,8 @@ def _add_calibration_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pwv-fallback", type=float, metavar="MM",
                    help="pwv to use when the fit fails (recorded in the attributes)")
     g.add_argument("--per-pixel-pwv", action="store_true", help="fit pwv per pixel")
+    g.add_argument("--per-pair-pwv", action="store_true",
+                   help="fit pwv per OFF subscan; each ON at its reference's pwv")
     g.add_argument("--reference", choices=("linear", "nearest"),
                    help="OFF interpolation in time [linear]")
     g.add_argument("--t-atm", choices=("model", "ambient"),

@@ -63,6 +63,9 @@ class CalibrationConfig:
     pwv_fixed_mm: float | None = None  # skip the fit, use this pwv
     pwv_fallback_mm: float | None = None  # use this pwv when the fit fails (recorded)
     pwv_per_pixel: bool = False
+    # issue 14: one pwv per OFF subscan, each ON at the pwv of its reference (interpolated
+    # like the reference counts); combines with pwv_per_pixel
+    pwv_per_pair: bool = False
     pwv_grid_min_mm: float = 0.001
     pwv_grid_max_mm: float = 10.0
     pwv_grid_points: int = 100
@@ -143,6 +146,13 @@ class CalibrationConfig:
                                                and self.telescope):
             raise ConfigError(f"option 'telescope' = {self.telescope!r}; expected a profile "
                               "name")
+        for name in ("pwv_per_pixel", "pwv_per_pair"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"option '{name}' = {getattr(self, name)!r}; expected true "
+                                  "or false")
+        if self.pwv_per_pair and self.pwv_fixed_mm is not None:
+            raise ConfigError("pwv_per_pair and pwv_fixed_mm exclude each other (a fixed pwv "
+                              "is not fitted per OFF)")
         if not 0 < self.pwv_grid_min_mm < self.pwv_grid_max_mm:
             raise ConfigError("pwv grid: need 0 < pwv_grid_min_mm < pwv_grid_max_mm")
         if self.pwv_grid_points < 3:

@@ -136,15 +136,21 @@ _SCHEMA = [
 SCHEMA: dict[str, Var] = {v.name: v for v in _SCHEMA}
 #: CalibrationResult field -> on-disk variable
 FIELDS: dict[str, Var] = {v.field: v for v in _SCHEMA if v.field is not None}
-#: on-disk dims of every CalibrationResult field (per-pixel atmosphere: PER_PIXEL_DIMS)
+#: on-disk dims of every CalibrationResult field (the atmosphere arrays: atmosphere_dims)
 DIMS: dict[str, tuple[str, ...]] = {f: v.dims for f, v in FIELDS.items()}
-PER_PIXEL_DIMS = {
-    "tau_signal": (F, R, A),
-    "tau_image": (F, R, A),
-    "tr_signal": (F, R, A, S),
-    "tr_image": (F, R, A, S),
-    "scale_uncertainty": (F, R, A, S),
-}
+_TAU = ("tau_signal", "tau_image")
+_PER_ON = ("tr_signal", "tr_image", "scale_uncertainty")
+
+
+def atmosphere_dims(field: str, per_pixel: bool, per_pair: bool) -> tuple[str, ...]:
+    """On-disk dims of a field: the atmosphere arrays gain (pixel, array) with a per-pixel
+    pwv fit, and tau gains (subscan) with a per-pair fit (issue 14)."""
+    dims = DIMS[field]
+    if field in _TAU:
+        return (F,) + ((R, A) if per_pixel else ()) + ((S,) if per_pair else ())
+    if field in _PER_ON and per_pixel:
+        return (F, R, A, S)
+    return dims
 #: CalibrationResult fields that may be None (then not written, and read back as None)
 OPTIONAL_FIELDS = ("scale_uncertainty",)
 #: arrays with a time axis: written one ON subscan (D dumps) at a time
@@ -307,7 +313,7 @@ def scan_variables(result: CalibrationResult) -> list[tuple[Var, tuple[str, ...]
     on = _index_list(attrs.get("reference", {}).get("on_index"), n_s)
     n_off = result.atm_fit_observed_k.shape[1]
     off = _index_list(attrs.get("reference", {}).get("off_index"), n_off)
-    per_pixel = result.tau_signal.ndim == 3
+    per_pixel, per_pair = result.atmosphere_layout()
 
     def by_time(x: np.ndarray) -> np.ndarray:  # [D, S] -> [S*D]
         return np.ascontiguousarray(x.T).reshape(-1)
@@ -315,7 +321,7 @@ def scan_variables(result: CalibrationResult) -> list[tuple[Var, tuple[str, ...]
     sub_of_t = np.repeat(np.arange(n_s), n_d)
     out: list[tuple[Var, tuple[str, ...], Any]] = []
     for field_name, var in FIELDS.items():
-        dims = PER_PIXEL_DIMS.get(field_name, var.dims) if per_pixel else var.dims
+        dims = atmosphere_dims(field_name, per_pixel, per_pair)
         values = getattr(result, field_name)
         if values is None and field_name in OPTIONAL_FIELDS:
             continue

@@ -25,7 +25,7 @@ class CalibrationResult:
     weight: np.ndarray  # [C, R, A, S_on] f4
     t_rec: np.ndarray  # [C, R, A] f4
     gamma: np.ndarray  # [C, R, A] f4
-    tau_signal: np.ndarray  # [C] or [C, R, A] f4
+    tau_signal: np.ndarray  # [C] or [C, R, A] f4; per-pair fit (issue 14): [C(, R, A), S_on]
     tau_image: np.ndarray
     tr_signal: np.ndarray  # [C, S_on] or [C, R, A, S_on] f4
     tr_image: np.ndarray
@@ -45,6 +45,12 @@ class CalibrationResult:
     # fractional T_A* scale uncertainty from pwv_err [C, S_on] or [C, R, A, S_on] f4 (issue 13)
     scale_uncertainty: np.ndarray | None = None
 
+    def atmosphere_layout(self) -> tuple[bool, bool]:
+        """(per_pixel, per_pair) of the atmosphere arrays: tr is [C, R, A, S_on] per pixel,
+        tau has an S_on axis per pair."""
+        per_pixel = self.tr_signal.ndim == 4
+        return per_pixel, self.tau_signal.ndim == (4 if per_pixel else 2)
+
     def check(self) -> None:
         """Shapes, dtypes and the NaN/flag contract; raises ValueError (a bug, not data)."""
         c, d, r, a, s = self.spectra.shape
@@ -62,8 +68,8 @@ class CalibrationResult:
         k = self.atm_fit_observed_k.shape[-1] if self.atm_fit_observed_k.ndim == 2 else -1
         expect["atm_fit_observed_k"] = ((c, k), np.float32)
         expect["atm_fit_model_k"] = ((c, k), np.float32)
-        per_pixel = self.tau_signal.ndim == 3
-        tau_shape = (c, r, a) if per_pixel else (c,)
+        per_pixel, per_pair = self.atmosphere_layout()
+        tau_shape = (c,) + ((r, a) if per_pixel else ()) + ((s,) if per_pair else ())
         tr_shape = (c, r, a, s) if per_pixel else (c, s)
         for name in ("tau_signal", "tau_image"):
             expect[name] = (tau_shape, np.float32)

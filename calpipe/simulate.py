@@ -66,6 +66,9 @@ class SimulationConfig:
     sideband_ratio_slope: float = 0.0
     sideband_ratio_pixel_spread: float = 0.0
     pwv_mm: float = 1.0
+    # issue 14 (per-pair atmosphere): pwv changes linearly in time, pwv(t) = pwv_mm + rate x
+    # (t - mjd_start) in hours, each subscan at the pwv of its mid-time
+    pwv_rate_mm_per_hour: float = 0.0
     elevation_start_deg: float = 60.0
     elevation_end_deg: float = 40.0
     pamb_hpa: float = 550.0
@@ -119,6 +122,9 @@ class SimulationConfig:
             raise ValueError("need n_scans >= 2 and load_every >= 2")
         if self.zarr_format not in (2, 3):
             raise ValueError("zarr_format must be 2 or 3")
+        hours = self.n_scans * self.scan_seconds / 3600.0
+        if self.pwv_mm + min(0.0, self.pwv_rate_mm_per_hour) * hours <= 0:
+            raise ValueError("pwv_rate_mm_per_hour: the pwv would fall to 0 in the session")
         if not 0 < self.eta_mb <= 1:
             raise ValueError("eta_mb must be in (0, 1]")
         if len(self.gain_curves) not in (0, 1, self.n_arrays):
@@ -330,6 +336,18 @@ def _gain(cfg: SimulationConfig, inst: _Instrument, plan: ScanPlan, t_mjd: np.nd
     return inst.gamma[:, None, :, :] * factor[None, :, None, None]
 
 
+def subscan_pwv(cfg: SimulationConfig, subscan_mjd: np.ndarray) -> np.ndarray:
+    """pwv [S] of subscans starting at ``subscan_mjd``: pwv_mm + rate x hours from mjd_start
+    to the subscan's mid-time."""
+    mid = np.asarray(subscan_mjd, dtype=np.float64) + cfg.n_dumps * cfg.exptime_s / 2 / 86400
+    return cfg.pwv_mm + cfg.pwv_rate_mm_per_hour * (mid - cfg.mjd_start) * 24.0
+
+
+def _column(values: np.ndarray, s: int) -> np.ndarray:
+    """[C] or [C, S] -> [C] (subscan s)."""
+    return values if values.ndim == 1 else values[:, s]
+
+
 def _dump_times(start: float, cfg: SimulationConfig) -> np.ndarray:
     return start + (np.arange(cfg.n_dumps) + 0.5) * cfg.exptime_s / 86400.0
 
@@ -413,9 +431,15 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
     else:
         slab_sig, slab_img = inst.slab_sig, inst.slab_img
     model = SkyModel(inst.sky, slab_sig, slab_img, el, tamb, use_model_t_atm=True)
-    tsky = model.tsky_pix(cfg.pwv_mm)  # [C, Rw, Aw, S]
-    tau_s, _ = slab_sig.evaluate(cfg.pwv_mm)
-    tau_s = tau_s if tau_s.ndim == 2 else tau_s[:, None]
+    pwv = subscan_pwv(cfg, meta["mjd"])  # [S]
+    if cfg.pwv_rate_mm_per_hour == 0:
+        tsky = model.tsky_pix(cfg.pwv_mm)  # [C, Rw, Aw, S]
+        tau_s, _ = slab_sig.evaluate(cfg.pwv_mm)
+        tau_s = tau_s if tau_s.ndim == 2 else np.repeat(tau_s[:, None], n, axis=1)
+    else:  # each subscan at its own pwv
+        tsky = np.stack([model.tsky_pix(float(p))[..., s] for s, p in enumerate(pwv)], -1)
+        tau_s = np.stack([_column(slab_sig.evaluate(float(p))[0], s)
+                          for s, p in enumerate(pwv)], axis=1)
     tr_s = np.exp(-tau_s / np.sin(el)[None, :])  # [C, S]
     on = [s for s, m in enumerate(modes) if m.endswith("ON")]
     c, d, r, a = cfg.n_channels, cfg.n_dumps, cfg.n_receivers, cfg.n_arrays
@@ -479,6 +503,7 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
             _write(tg, "t_mb", ta_truth * k_mb[None, None, None, :, None],
                    ("C", "D", "R", "A", "S_on"))
         _write(tg, "tr_signal", tr_s[:, on], ("C", "S_on"))
+        _write(tg, "pwv_mm", pwv, ("S",))  # issue 14: each subscan's pwv
         if tsky.shape[1:3] == (1, 1):
             _write(tg, "t_sky_eff", tsky[:, 0, 0], ("C", "S"))
         else:

@@ -36,7 +36,11 @@ from calpipe.physics.atmosphere import (
     SkyInputs,
     SkyModel,
     fit_pwv,
+    fit_pwv_per_off,
     observed_sky_minus_hot,
+    only_off,
+    pwv_error_per_on,
+    pwv_per_on,
     pwv_uncertainty,
     residual_rms,
     scale_uncertainty,
@@ -431,6 +435,10 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
     n_used = int((weight > 0).any(axis=3).sum())
     rp, ap = (load.gamma.shape[1], load.gamma.shape[2]) if config.pwv_per_pixel else (1, 1)
     method, message, converged, iterations = "fit", "", True, 0
+    grid: dict[str, Any] = {"grid_min": config.pwv_grid_min_mm, "grid_max": config.pwv_grid_max_mm,
+            "grid_points": config.pwv_grid_points, "max_iter": config.pwv_newton_max_iter,
+            "tol": config.pwv_newton_tol}
+    pwv_off: np.ndarray | None = None  # [Rp, Ap, K]: the per-pair fit (issue 14)
     if config.pwv_fixed_mm is not None:
         method, converged = "fixed", False  # no fit ran
         pwv = np.full((rp, ap), float(config.pwv_fixed_mm))
@@ -441,35 +449,62 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
             raise AtmosphereError("no good channel in any OFF subscan to fit pwv", scan=scan,
                                   array="source/data_5d")
         try:
-            pwv, rms, converged, iterations = fit_pwv(
-                scan=scan, model=model, s_obs=s_obs, weight=weight, t_hot_eff=load.t_hot_eff,
-                per_pixel=config.pwv_per_pixel, grid_min=config.pwv_grid_min_mm,
-                grid_max=config.pwv_grid_max_mm, grid_points=config.pwv_grid_points,
-                max_iter=config.pwv_newton_max_iter, tol=config.pwv_newton_tol)
+            if config.pwv_per_pair:
+                fit = fit_pwv_per_off(scan=scan, model=model, s_obs=s_obs, weight=weight,
+                                      t_hot_eff=load.t_hot_eff, per_pixel=config.pwv_per_pixel,
+                                      off_subscans=off, **grid)
+                pwv_off, rms = fit.pwv_mm, fit.residual_rms_k
+                pwv, converged, iterations = pwv_off.mean(axis=-1), fit.converged, fit.n_iterations
+            else:
+                pwv, rms, converged, iterations = fit_pwv(
+                    scan=scan, model=model, s_obs=s_obs, weight=weight,
+                    t_hot_eff=load.t_hot_eff, per_pixel=config.pwv_per_pixel, **grid)
         except AtmosphereError as exc:
             if config.pwv_fallback_mm is None:
                 raise
             log.warning("scan %d: %s; using the fallback pwv %.3f mm", scan, exc.detail,
                         config.pwv_fallback_mm)
             method, message, converged = "fallback", exc.detail, False
-            pwv = np.full((rp, ap), float(config.pwv_fallback_mm))
+            pwv, pwv_off = np.full((rp, ap), float(config.pwv_fallback_mm)), None
             rms = np.full((rp, ap), residual_rms(model, s_obs, weight, load.t_hot_eff,
                                                  float(config.pwv_fallback_mm)))
+    # per pair: each ON at the pwv of its reference, interpolated like the reference counts
+    pwv_on = (None if pwv_off is None else
+              pwv_per_on(pwv_off, prepared.ref_lo, prepared.ref_hi, prepared.ref_weight))
     # QA (issue 8): compact fit diagnostic for the quick-look, stored in L1
-    fit_obs, fit_mod = qa.atmosphere_fit_diagnostic(model, s_obs, weight, load.t_hot_eff, pwv)
+    fit_obs, fit_mod = qa.atmosphere_fit_diagnostic(model, s_obs, weight, load.t_hot_eff,
+                                                    pwv if pwv_off is None else pwv_off)
+    pwv_used = pwv if pwv_on is None else pwv_on
     try:
-        tau_s, tr_s = transmissions(slabs.sig_on, pwv, geometry.elevation[on])
-        tau_i, tr_i = transmissions(slabs.img_on, pwv, geometry.elevation[on])
+        tau_s, tr_s = transmissions(slabs.sig_on, pwv_used, geometry.elevation[on])
+        tau_i, tr_i = transmissions(slabs.img_on, pwv_used, geometry.elevation[on])
     except CalibrationError as exc:
         raise AtmosphereError(exc.detail, scan=scan, array="pwv") from exc
     # uncertainties (issue 13): absolute radiometer weights of S_obs, 1/sigma^2 =
     # dnu t_off / T_total^2 (the fit's relative weight is 1 / T_total^2)
     pwv_err = np.full((rp, ap), np.nan)
+    pwv_on_err: np.ndarray | None = None
     if method == "fit" and load.nu_sig.size > 1:
         dnu = float(np.abs(np.diff(load.nu_sig)).mean())
-        pwv_err, _ = pwv_uncertainty(model, s_obs, weight * dnu * prepared.off_time_s,
-                                     load.t_hot_eff, pwv, config.pwv_per_pixel)
-    scale_err = scale_uncertainty(slabs.sig_on, pwv, pwv_err, geometry.elevation[on])
+        abs_weight = weight * dnu * prepared.off_time_s
+        if pwv_off is None:
+            pwv_err, _ = pwv_uncertainty(model, s_obs, abs_weight, load.t_hot_eff, pwv,
+                                         config.pwv_per_pixel)
+        else:  # each OFF's fit alone; the ON errors as interpolated
+            err_off = np.stack([pwv_uncertainty(model, s_obs, only_off(abs_weight, k),
+                                                load.t_hot_eff, pwv_off[..., k],
+                                                config.pwv_per_pixel)[0]
+                                for k in range(off.size)], axis=-1)
+            pwv_on_err = pwv_error_per_on(err_off, prepared.ref_lo, prepared.ref_hi,
+                                          prepared.ref_weight)
+            pwv_err = pwv_on_err.mean(axis=-1)
+    elif pwv_on is not None:
+        pwv_on_err = np.full(pwv_on.shape, np.nan)
+    if pwv_on is not None:
+        pwv = pwv_on.mean(axis=-1)  # the scan's summary: the mean over the ONs
+    scale_err = scale_uncertainty(slabs.sig_on, pwv_used,
+                                  pwv_err if pwv_on_err is None else pwv_on_err,
+                                  geometry.elevation[on])
     result = AtmosphereResult(
         scan=scan, method=method, per_pixel=config.pwv_per_pixel, pwv_mm=pwv,
         tau_signal=tau_s, tau_image=tau_i, tr_signal=tr_s, tr_image=tr_i,
@@ -479,6 +514,8 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
         table_digest=slabs.digest,
         message="; ".join(x for x in (message, slabs.note) if x), fit_observed_k=fit_obs,
         fit_model_k=fit_mod, pwv_err_mm=pwv_err, scale_uncertainty=scale_err,
+        per_pair=pwv_on is not None, pwv_off_mm=pwv_off, pwv_on_mm=pwv_on,
+        pwv_on_err_mm=pwv_on_err,
     )
     result.check()
     return result
@@ -641,6 +678,20 @@ def _nan_stat(func: Any, values: np.ndarray | None) -> float | None:
     return float(func(values[np.isfinite(values)]))
 
 
+def _pixel_list(values: np.ndarray | None, per_pixel: bool) -> Any:
+    """[Rp, Ap, N] -> a list over N (joint fit) or nested [R][A][N] lists (NaN -> None);
+    None stays None."""
+    if values is None:
+        return None
+    if not per_pixel:
+        return [_json_number(x) for x in values[0, 0]]
+    return [[[_json_number(x) for x in pix] for pix in row] for row in values]
+
+
+def _json_number(x: Any) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
 def _shared_fraction(scan: ScanData, prepared: PreparedData) -> np.ndarray:
     """rho[S_on] = ref_factor / (1 / t_on + ref_factor)."""
     ref = prepared.reference_variance_factor()
@@ -666,6 +717,11 @@ def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedDat
         "atmosphere_fit": {
             "method": atm.method,
             "per_pixel": atm.per_pixel,
+            # issue 14: per-pair fit, pwv per OFF and per ON ([R][A][K] lists per pixel)
+            "per_pair": atm.per_pair,
+            "pwv_off_mm": _pixel_list(atm.pwv_off_mm, atm.per_pixel),
+            "pwv_on_mm": _pixel_list(atm.pwv_on_mm, atm.per_pixel),
+            "pwv_on_err_mm": _pixel_list(atm.pwv_on_err_mm, atm.per_pixel),
             "residual_rms_k": atm.residual_rms_k.tolist(),
             "converged": atm.converged,
             "n_channels": atm.n_channels,

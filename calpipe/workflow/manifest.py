@@ -44,7 +44,8 @@ STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
     "prepare": ("mode", "reference"),
     "atmosphere": ("physics", "t_atm", "atmosphere_table", "sky_model", "sky_table_dir",
                    "sky_table_build", "pwv_fixed_mm", "pwv_fallback_mm",
-                   "pwv_per_pixel", "pwv_grid_min_mm", "pwv_grid_max_mm", "pwv_grid_points",
+                   "pwv_per_pixel", "pwv_per_pair", "pwv_grid_min_mm", "pwv_grid_max_mm",
+                   "pwv_grid_points",
                    "pwv_newton_max_iter", "pwv_newton_tol", "t_cmb"),
 }
 
