@@ -330,7 +330,7 @@ def _cmd_manifest(ns: argparse.Namespace) -> int:
     import yaml
 
     from calpipe.errors import ConfigError
-    from calpipe.workflow.manifest import build_manifest
+    from calpipe.workflow.manifest import build_manifest, calibration_config
     from calpipe.workflow.paths import check_session_names, manifest_path
 
     # STORE and an explicit --configfile are where the user stands, not in DIRECTORY; the
@@ -356,8 +356,8 @@ def _cmd_manifest(ns: argparse.Namespace) -> int:
     mode = ns.stamp or str((config.get("manifest") or {}).get("stamp", "stat"))
     for name, store in stores.items():
         calib = config.get("calibration") or {}
-        manifest = build_manifest(name, store, stamp_mode=mode, next_calibration=bool(
-            calib.get("gain_interpolate")) or calib.get("calibration_select") == "nearest")
+        manifest = build_manifest(name, store, stamp_mode=mode, next_calibration=(
+            calibration_config(calib).wants_next_calibration))
         print(f"{manifest_path(name)}: {len(manifest['scans'])} scans "
               f"({len(manifest['calibration_only'])} calibration-only) from {store}")
     return 0
@@ -423,9 +423,9 @@ def _add_calibration_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gain-interpolate", type=int, choices=(0, 3),
                    help="gain-drift correction to the next calibration snapshot: 0 off, 3 ON "
                         "and OFF counts [0]")
-    g.add_argument("--calibration-select", choices=("lloadsn", "nearest"),
-                   help="calibration snapshot: lloadsn's, or the nearest in time of it and "
-                        "the next one [lloadsn]")
+    g.add_argument("--calibration-select", choices=("lloadsn", "nearest", "linear"),
+                   help="calibration snapshot: lloadsn's, the nearest in time of it and "
+                        "the next one, or both interpolated in time [lloadsn]")
     g.add_argument("--telescope", metavar="NAME",
                    help="telescope profile (calpipe/data/telescopes) [from the scan attribute]")
 

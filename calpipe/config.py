@@ -34,7 +34,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "vane_t_cal_method": ("auto", "given", "ambient", "vane", "frayer"),
     "sky_model": ("auto", "zenith"),
     "scale": ("ta_star", "tmb"),
-    "calibration_select": ("lloadsn", "nearest"),
+    "calibration_select": ("lloadsn", "nearest", "linear"),
 }
 
 #: the options a telescope profile (calpipe.telescopes) may set; explicit values win
@@ -116,7 +116,7 @@ class CalibrationConfig:
     gain_interpolate: int = 0
     # issue 14: which calibration snapshot a scan uses: the one its lloadsn names, or the one
     # nearest in time of that and the next snapshot in the store (IRAM MRTCAL's NEAREST)
-    calibration_select: Literal["lloadsn", "nearest"] = "lloadsn"
+    calibration_select: Literal["lloadsn", "nearest", "linear"] = "lloadsn"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gain_curve", _gain_curves(self.gain_curve))
@@ -139,9 +139,10 @@ class CalibrationConfig:
         if self.gain_interpolate not in (0, 3) or isinstance(self.gain_interpolate, bool):
             raise ConfigError(f"option 'gain_interpolate' = {self.gain_interpolate!r}; expected "
                               "0 (off) or 3 (ON and OFF counts corrected)")
-        if self.gain_interpolate and self.calibration_select == "nearest":
-            raise ConfigError("calibration_select 'nearest' and gain_interpolate 3 exclude each "
-                              "other (the interpolation uses both snapshots)")
+        if self.gain_interpolate and self.calibration_select != "lloadsn":
+            raise ConfigError(f"calibration_select '{self.calibration_select}' and "
+                              "gain_interpolate 3 exclude each other (gain_interpolate already "
+                              "uses both snapshots)")
         if self.telescope is not None and not (isinstance(self.telescope, str)
                                                and self.telescope):
             raise ConfigError(f"option 'telescope' = {self.telescope!r}; expected a profile "
@@ -227,7 +228,7 @@ class CalibrationConfig:
     @property
     def wants_next_calibration(self) -> bool:
         """Whether a scan also needs the next calibration snapshot (issue 14)."""
-        return bool(self.gain_interpolate) or self.calibration_select == "nearest"
+        return bool(self.gain_interpolate) or self.calibration_select != "lloadsn"
 
     @property
     def digest(self) -> str:

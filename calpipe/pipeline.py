@@ -41,7 +41,14 @@ from calpipe.runner import (
     write_run_outputs,
 )
 from calpipe.schema import FAILURES_FILE, LOCK_FILE, SUMMARY_FILE  # noqa: F401 (re-export)
-from calpipe.stages import ScanGeometry, atmosphere, calibrate, prepare, resolve
+from calpipe.stages import (
+    ScanGeometry,
+    atmosphere,
+    calibrate,
+    prepare,
+    resolve,
+    snapshot_digests,
+)
 
 if TYPE_CHECKING:  # annotation only: importing it loads scipy.interpolate
     from calpipe.atmosphere.table import AtmosphereTable
@@ -152,11 +159,9 @@ def compute_scan(loaded: LoadedScan, run: ScanRun, config: CalibrationConfig,
             if next_cal is not None:
                 run.l0_bytes_read += next_cal.bytes_read
             load = run.stage("resolve", resolve, data, cal, config, next_cal)
-            used = next_cal if next_cal is not None and load.cal_scan == next_cal.scan \
-                and load.cal_scan != cal.scan else cal  # calibration_select: nearest
-            digests = {"scan": data.content_digest, "calibration": used.content_digest,
-                       "calibration_scan": int(used.scan)}
-            del cal, next_cal, used  # the loads are reduced to [C, R, A]: drop the snapshots
+            digests = {"scan": data.content_digest,
+                       **snapshot_digests(cal, next_cal, load)}
+            del cal, next_cal  # the loads are reduced to [C, R, A]: drop the snapshots
             prepared = run.stage("prepare", prepare, data, config)
             atm = run.stage("atmosphere", atmosphere, ScanGeometry.of(data), load, prepared,
                             config, table)

@@ -83,6 +83,9 @@ class SimulationConfig:
     # True: the drift restarts at every load scan (a sawtooth); False: it runs from mjd_start
     # through the whole session, so consecutive load scans see it (issue 14 item 2)
     gain_drift_reset: bool = True
+    # fractional receiver-temperature change per hour since mjd_start, every dump at its own
+    # T_rec (issue 14: calibration_select: linear interpolates T_rec between snapshots)
+    t_rec_drift_per_hour: float = 0.0
     fill_fraction: float = 0.0  # fraction of ON dump spectra replaced by the int32 fill value
     dead_channels: int = 0  # channels per pixel with constant counts (bad: HOT == COLD)
     line_peak_k: float = 2.0  # T_A* peak of the line (K)
@@ -348,6 +351,14 @@ def _column(values: np.ndarray, s: int) -> np.ndarray:
     return values if values.ndim == 1 else values[:, s]
 
 
+def _t_rec_dsb(cfg: SimulationConfig, inst: _Instrument, t_mjd: np.ndarray) -> np.ndarray:
+    """T'_rec [C, D, R, A] at dump times t [D] ([C, 1, R, A] without a T_rec drift)."""
+    if cfg.t_rec_drift_per_hour == 0:
+        return inst.t_rec_dsb[:, None]
+    factor = 1.0 + cfg.t_rec_drift_per_hour * (t_mjd - cfg.mjd_start) * 24.0
+    return inst.t_rec_dsb[:, None] * factor[None, :, None, None]
+
+
 def _dump_times(start: float, cfg: SimulationConfig) -> np.ndarray:
     return start + (np.arange(cfg.n_dumps) + 0.5) * cfg.exptime_s / 86400.0
 
@@ -404,7 +415,8 @@ def _write_loads(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: Sca
     for s, mode in enumerate(modes):
         t_eff = inst.t_hot_eff if mode == "HOT" else inst.t_cold_eff
         g = _gain(cfg, inst, plan, _dump_times(meta["mjd"][s], cfg))
-        expected = g * (inst.t_rec_dsb[:, None] + as_cube(t_eff)[:, None])
+        t_rec = _t_rec_dsb(cfg, inst, _dump_times(meta["mjd"][s], cfg))
+        expected = g * (t_rec + as_cube(t_eff)[:, None])
         counts[..., s] = _to_counts(expected, cfg, rng, inst.dead)
     cal = group.create_group("calibration")
     _write(cal, "data_5d", counts, ("C", "D", "R", "A", "S"))
@@ -451,7 +463,8 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
     profile = _line_profile(cfg, 0.5 + 0.1 * rng.uniform(-1, 1))
     for s, mode in enumerate(modes):
         g = _gain(cfg, inst, plan, _dump_times(meta["mjd"][s], cfg))
-        sky = inst.t_rec_dsb[:, None] + tsky[..., s][:, None]  # [C, 1, R, A]
+        t_rec = _t_rec_dsb(cfg, inst, _dump_times(meta["mjd"][s], cfg))  # [C, D or 1, R, A]
+        sky = t_rec + tsky[..., s][:, None]
         if mode.endswith("ON"):
             k = on.index(s)
             if plan.kind == "otf":

@@ -47,7 +47,12 @@ from calpipe.physics.atmosphere import (
     transmissions,
 )
 from calpipe.physics.calibrate import calibrate_full, check_usable
-from calpipe.physics.loads import BadChannelRule, CalibrationLoadFull, resolve_loads
+from calpipe.physics.loads import (
+    BadChannelRule,
+    CalibrationLoadFull,
+    interpolate_loads,
+    resolve_loads,
+)
 from calpipe.physics.radiometry import PhysicsConstants
 from calpipe.physics.reference import PreparedData, prepare_references
 from calpipe.products import CalibrationResult
@@ -195,6 +200,9 @@ def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig,
     if config.calibration_select == "nearest" and next_cal is not None:
         cal = _nearest_snapshot(scan, cal, next_cal)
     load = _resolve_snapshot(scan, cal, config)
+    if config.calibration_select == "linear" and next_cal is not None:
+        return interpolate_loads(load, _resolve_snapshot(scan, next_cal, config),
+                                 _snapshot_weight(scan, cal, next_cal))
     if not config.gain_interpolate:
         return load
     if next_cal is None:
@@ -214,15 +222,41 @@ def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig,
                                drift_t1_mjd=t1, drift_scan=int(next_cal.scan))
 
 
-def _nearest_snapshot(scan: ScanData, cal: CalibrationSnapshot,
-                      next_cal: CalibrationSnapshot) -> CalibrationSnapshot:
-    """Of the two snapshots the one whose mean dump time is nearer the scan's (ties: the
-    scan's own lloadsn snapshot)."""
+def snapshot_digests(cal: CalibrationSnapshot, next_cal: CalibrationSnapshot | None,
+                     load: CalibrationLoadFull) -> dict[str, Any]:
+    """The provenance of the loads: content digest and scan of the snapshot used, and of the
+    next snapshot when it entered the result too (gain drift, linear selection)."""
+    used = cal
+    if next_cal is not None and load.cal_scan == next_cal.scan != cal.scan:
+        used = next_cal  # calibration_select: nearest
+    out: dict[str, Any] = {"calibration": used.content_digest,
+                           "calibration_scan": int(used.scan)}
+    if next_cal is not None and (load.linear_scan is not None or load.drift_scan is not None):
+        out.update(next_calibration=next_cal.content_digest,
+                   next_calibration_scan=int(next_cal.scan))
+    return out
+
+
+def _snapshot_weight(scan: ScanData, cal: CalibrationSnapshot,
+                     next_cal: CalibrationSnapshot) -> float:
+    """u = (t_scan - t_0) / (t_1 - t_0) with the mean dump times of the scan and of the two
+    snapshots (not clipped)."""
     m = scan.meta
     t_scan = float(np.mean(gain.dump_times(m.mjd, m.exptime, scan.counts.shape[1])))
     t0 = gain.snapshot_time(cal.meta.mjd, cal.meta.exptime, cal.counts.shape[1])
     t1 = gain.snapshot_time(next_cal.meta.mjd, next_cal.meta.exptime, next_cal.counts.shape[1])
-    return next_cal if abs(t1 - t_scan) < abs(t0 - t_scan) else cal
+    if not t1 > t0:
+        raise MetadataError(f"the next calibration snapshot (scan {next_cal.scan}, MJD "
+                            f"{t1:.6f}) is not after the scan's own (MJD {t0:.6f})",
+                            scan=scan.scan, array="calibration/mjd")
+    return (t_scan - t0) / (t1 - t0)
+
+
+def _nearest_snapshot(scan: ScanData, cal: CalibrationSnapshot,
+                      next_cal: CalibrationSnapshot) -> CalibrationSnapshot:
+    """Of the two snapshots the one whose mean dump time is nearer the scan's (ties: the
+    scan's own lloadsn snapshot)."""
+    return next_cal if _snapshot_weight(scan, cal, next_cal) > 0.5 else cal
 
 
 def _resolve_snapshot(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig
@@ -742,6 +776,11 @@ def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedDat
                       # interpolated reference): var(D-dump mean) = (1/D + rho (1 - 1/D)) / w
                       "shared_variance_fraction": _shared_fraction(scan, prepared).tolist()},
         "calibration_scan": int(load.cal_scan),
+        # issue 14: calibration_select (linear: the loads interpolated between two snapshots)
+        "calibration_select": ({"method": "linear", "scans": [int(load.cal_scan),
+                                                             int(load.linear_scan)],
+                                "weight": load.linear_weight}
+                               if load.linear_scan is not None else None),
         "instrument": {"gs_xs": _gain_attr(load.gs_xs), "gi_xi": _gain_attr(load.gi_xi),
                        "f_eff": load.f_eff, "w_s": _gain_attr(load.w_s),
                        "t_hot_k": load.t_hot, "t_cold_k": load.t_cold},

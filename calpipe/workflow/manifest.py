@@ -230,8 +230,8 @@ def load_manifests(config: Mapping[str, Any], *, main_process: bool,
     refresh = bool(opts.get("refresh", True))
     mode = str(opts.get("stamp", "stat"))
     calib = dict(config.get("calibration") or {})
-    next_calibration = bool(calib.get("gain_interpolate")) or calib.get(
-        "calibration_select") == "nearest"  # issue 14: the next snapshot is an input
+    # issue 14: the next snapshot is an input (gain_interpolate, calibration_select)
+    next_calibration = calibration_config(calib).wants_next_calibration
     out: dict[str, list[str]] = {}
     for name, store in stores.items():
         if main_process and not Path(store).exists():
