@@ -160,6 +160,20 @@ FLAG_MEANINGS = " ".join(fl.NAMES.values())
 CHUNK_BYTES = 8 << 20
 
 
+#: bytes of one write call of a time array: a few chunks, so that zarr still encodes chunks
+#: concurrently while the contiguous copy of the strided [C, D, R, A, S] block stays small
+WRITE_BYTES = 32 << 20
+
+
+def _time_block(chunks: tuple[int, ...], itemsize: int, n_dumps: int) -> int:
+    """Dumps per write: m time chunks (m divides the chunks per ON subscan) of at most
+    WRITE_BYTES, at least one chunk."""
+    per_chunk = int(np.prod(chunks)) * itemsize
+    n_chunks = n_dumps // chunks[1]
+    most = max(1, min(n_chunks, WRITE_BYTES // max(per_chunk, 1)))
+    return chunks[1] * max(m for m in range(1, most + 1) if n_chunks % m == 0)
+
+
 def l1_chunks(shape: tuple[int, ...], itemsize: int, n_dumps: int | None = None
               ) -> tuple[int, ...]:
     """Chunk shape: whole spectra, one ON subscan per chunk, at most CHUNK_BYTES.
@@ -283,9 +297,11 @@ def _write_group(path: Path, tmp_name: str, result: CalibrationResult,
             fill_value=np.nan if kind == "f" else ("" if kind == "U" else 0),
             attributes=meta, **_codecs(values.ndim >= 4),
         )
-        if is_time:  # [C, D, R, A, S] -> time = s * D + d, one ON subscan per write
+        if is_time:  # [C, D, R, A, S] -> time = s * D + d, a few chunks' dumps per write
+            step = _time_block(arr.chunks, values.dtype.itemsize, n_d)
             for s in range(result.spectra.shape[4]):
-                arr[:, s * n_d:(s + 1) * n_d] = values.source[..., s]
+                for d in range(0, n_d, step):
+                    arr[:, s * n_d + d:s * n_d + d + step] = values.source[:, d:d + step, ..., s]
         else:
             arr[...] = values
     _fsync_tree(path / tmp_name)

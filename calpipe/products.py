@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from calpipe.physics import flags as fl
+from calpipe.physics.calibrate import channel_blocks
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,11 @@ class CalibrationResult:
             if arr.shape != shape or arr.dtype != dtype:
                 raise ValueError(f"scan {self.scan}: L1 array {name} is {arr.dtype}{arr.shape}, "
                                  f"expected {np.dtype(dtype)}{shape}")
-        blank = (self.flags & fl.BLANKING) != 0
-        may_blank = (self.flags & (fl.BLANKING | fl.LOW_TRANSMISSION)) != 0
-        if np.any(np.isnan(self.spectra) & ~may_blank):
-            raise ValueError(f"scan {self.scan}: NaN in spectra without a BAD_CHANNEL, "
-                             "FILL_VALUE or LOW_TRANSMISSION flag")
-        if not np.all(np.isnan(self.spectra[blank])):
-            raise ValueError(f"scan {self.scan}: flagged samples are not NaN in spectra")
+        for block in channel_blocks(c):  # block by block: small boolean temporaries
+            spectra, flags = self.spectra[block], self.flags[block]
+            nan = np.isnan(spectra)
+            if np.any(nan & ((flags & (fl.BLANKING | fl.LOW_TRANSMISSION)) == 0)):
+                raise ValueError(f"scan {self.scan}: NaN in spectra without a BAD_CHANNEL, "
+                                 "FILL_VALUE or LOW_TRANSMISSION flag")
+            if np.any(~nan & ((flags & fl.BLANKING) != 0)):
+                raise ValueError(f"scan {self.scan}: flagged samples are not NaN in spectra")

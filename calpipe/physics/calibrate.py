@@ -124,6 +124,12 @@ def calibrate_full(
     )
 
 
+def channel_blocks(n_channels: int, size: int = 256) -> list[slice]:
+    """Slices of at most ``size`` channels covering [0, n_channels): scan-wide checks run
+    block by block so that their temporaries stay small."""
+    return [slice(c, min(c + size, n_channels)) for c in range(0, n_channels, size)]
+
+
 def check_usable(scan: int, spectra: np.ndarray, flags: np.ndarray) -> None:
     """No silent false success (issue 12): the calibrated scan must hold at least one finite
     T_A* sample, and every sample that is not blanked (BAD_CHANNEL | FILL_VALUE, or
@@ -133,8 +139,16 @@ def check_usable(scan: int, spectra: np.ndarray, flags: np.ndarray) -> None:
     Raises ``NoValidDataError`` naming the cause: every ON sample missing (fill), every channel
     unusable (BAD_CHANNEL: loads, or a non-finite factor 1 / (gamma w_s f_eff tr_s)), or both.
     """
-    finite = np.isfinite(spectra)
-    if not finite.any():
+    # in channel blocks: the boolean temporaries stay small (a whole scan's would add ~4
+    # bytes per sample next to the prefetched scan)
+    any_finite, overflow = False, 0
+    for block in channel_blocks(spectra.shape[0]):
+        finite = np.isfinite(spectra[block])
+        any_finite = any_finite or bool(finite.any())
+        # LOW_TRANSMISSION samples are blanked unless blank_low_transmission is false (13)
+        blank = (flags[block] & (fl.BLANKING | fl.LOW_TRANSMISSION)) != 0
+        overflow += int(np.count_nonzero(~finite & ~blank))
+    if not any_finite:
         n = spectra.size
         fill = int(np.count_nonzero(flags & fl.FILL_VALUE))
         bad = int(np.count_nonzero(flags & fl.BAD_CHANNEL))
@@ -150,10 +164,7 @@ def check_usable(scan: int, spectra: np.ndarray, flags: np.ndarray) -> None:
         raise NoValidDataError(f"no usable sample: every T_A* is NaN ({100 * bad / n:.1f} % "
                                f"BAD_CHANNEL, {100 * fill / n:.1f} % FILL_VALUE)", scan=scan,
                                array="spectra")
-    # LOW_TRANSMISSION samples are blanked unless blank_low_transmission is false (issue 13)
-    blank = (flags & (fl.BLANKING | fl.LOW_TRANSMISSION)) != 0
-    overflow = ~finite & ~blank
-    if overflow.any():
-        raise NoValidDataError(f"{int(np.count_nonzero(overflow))} T_A* sample(s) are not "
+    if overflow:
+        raise NoValidDataError(f"{overflow} T_A* sample(s) are not "
                                "finite without a blanking flag (float32 overflow: absurd gains "
                                "or counts)", scan=scan, array="spectra")
