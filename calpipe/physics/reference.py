@@ -265,8 +265,8 @@ def chop_pairs(scan: int, sobsmode: np.ndarray) -> tuple[np.ndarray, np.ndarray,
         partners += off
         beams += [b] * len(on)
     if not ons:
-        raise NoReferenceError(f"no ON subscan (sobsmode = {sorted(set(np.asarray(sobsmode).tolist()))})",
-                               scan=scan, array=where)
+        modes = sorted(set(np.asarray(sobsmode).tolist()))
+        raise NoReferenceError(f"no ON subscan (sobsmode = {modes})", scan=scan, array=where)
     order = np.argsort(ons, kind="stable")
     return (np.asarray(ons, dtype=np.int64)[order], np.asarray(partners, dtype=np.int64)[order],
             np.asarray(beams)[order])
