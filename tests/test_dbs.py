@@ -76,7 +76,7 @@ def test_each_beam_recovers_truth_plus_minus_imbalance(noise_free: Path) -> None
     # the imbalance is far above the bar: T_A and T_B really differ by 2 eps
     assert np.max(np.abs(eps)) / np.max(truth) > 100 * 1e-4
     assert _rel_err(r.spectra, truth) > 100 * 1e-4
-    assert abs(float(st.atm.pwv_mm[0, 0]) - 1.0) < 1e-3
+    assert abs(float(st.atm.pwv_mm[0, 0]) - 1.0) < 1e-4  # measured 3.4e-5 (the B OFFs' eps)
 
 
 def test_per_dump_weights_have_no_shared_reference_term(noise_free: Path) -> None:
@@ -308,3 +308,28 @@ def test_both_orchestration_modes_agree(tmp_path: Path) -> None:
     assert l1.list_scans(inproc) == [1001, 1002]
     assert_l1_equal(inproc, workflow)
     assert l1.open_scan(workflow, 1002).subscan_b.values.tolist() == [2, 6]
+
+
+def test_gain_interpolate_corrects_on_and_partner_dumps(tmp_path: Path) -> None:
+    """gain_interpolate 3 on a chopped scan: the ONs and their chop partners are corrected
+    dump by dump (10 %/h drift through the session); each beam to 1e-4 of the peak."""
+    from calpipe.pipeline import load_next_calibration
+
+    path = _session(tmp_path / "drift.zarr", n_scans=4, load_every=3, gain_drift_per_hour=0.1,
+                    gain_drift_reset=False, scan_seconds=300.0)
+    config = CalibrationConfig(sky_model="zenith", gain_interpolate=3)
+    session = open_session(path)
+    for n in (1001, 1002):
+        scan = session.load_scan(n)
+        cal = session.load_calibration(n, scan.meta.lloadsn)
+        load = stages.resolve(scan, cal, config, load_next_calibration(session, n, cal.scan,
+                                                                        config))
+        prepared = stages.prepare(scan, config)
+        atm = stages.atmosphere(stages.ScanGeometry.of(scan), load, prepared, config,
+                                analytic_table())
+        result = stages.calibrate(scan, load, prepared, atm, config)
+        assert result.attrs["gain_drift"]["next_calibration_scan"] == 1003
+        assert _rel_err(result.spectra, _truth(path, "ta_star_beam", n)) < 1e-4
+        off = stages.calibrate(scan, stages.resolve(scan, cal, CalibrationConfig(
+            sky_model="zenith")), prepared, atm, config)
+        assert _rel_err(off.spectra, _truth(path, "ta_star_beam", n)) > 1e-3  # uncorrected
