@@ -333,3 +333,15 @@ def test_gain_interpolate_corrects_on_and_partner_dumps(tmp_path: Path) -> None:
         off = stages.calibrate(scan, stages.resolve(scan, cal, CalibrationConfig(
             sky_model="zenith")), prepared, atm, config)
         assert _rel_err(off.spectra, _truth(path, "ta_star_beam", n)) > 1e-3  # uncorrected
+
+
+def test_merge_on_the_tmb_scale(noise_free: Path) -> None:
+    """The merge after the T_mb scaling: the per-pair factor is the mean of the A and B
+    factors (equal here: one elevation per scan) and the merged T_mb is K x merged T_A*."""
+    config = CalibrationConfig(dbs_merge=True, scale="tmb", eta_mb=0.8)
+    (tmb,) = run_stages(noise_free, config)
+    (ta,) = run_stages(noise_free, CalibrationConfig(dbs_merge=True))
+    factor = np.asarray(tmb.result.attrs["scale"]["factor"])  # [A, pairs]
+    assert factor.shape == (2, 2) and np.allclose(factor, 0.95 / 0.8)
+    expect = ta.result.spectra * factor[None, None, None, :, :]
+    assert np.allclose(tmb.result.spectra, expect, rtol=1e-6, equal_nan=True)
