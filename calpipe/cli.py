@@ -58,7 +58,7 @@ def _cmd_simulate(ns: argparse.Namespace) -> int:
     for name in ("seed", "n_scans", "load_every", "n_channels", "n_dumps", "n_receivers",
                  "n_arrays", "frequency_ghz", "pwv_mm", "sideband", "gain_drift_per_hour",
                  "fill_fraction", "dead_channels", "zarr_format", "first_scan", "exptime_s",
-                 "bandwidth_ghz", "if_ghz"):
+                 "bandwidth_ghz", "if_ghz", "beam_imbalance_k", "sky_fluctuation"):
         value = getattr(ns, name)
         if value is not None:
             changes[name] = value
@@ -103,7 +103,8 @@ def build_config(ns: argparse.Namespace) -> Any:
                          ("gs_xs", "gs_xs"), ("gi_xi", "gi_xi"), ("f_eff", "f_eff"),
                          ("scale", "scale"), ("eta_mb", "eta_mb"), ("eta_fss", "eta_fss"),
                          ("telescope", "telescope"), ("gain_interpolate", "gain_interpolate"),
-                         ("calibration_select", "calibration_select")):
+                         ("calibration_select", "calibration_select"),
+                         ("dbs_merge", "dbs_merge")):
         value = getattr(ns, option, None)
         if value is not None:
             changes[name] = value
@@ -398,7 +399,10 @@ def _add_workflow_commands(sub: Any) -> None:
 def _add_calibration_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("calibration options (override the config file)")
     g.add_argument("--config", type=Path, help="YAML/JSON file with calibration options")
-    g.add_argument("--mode", choices=("auto", "tp", "otf"), help="observing mode [auto]")
+    g.add_argument("--mode", choices=("auto", "tp", "otf", "otf-chopped"),
+                   help="observing mode [auto]")
+    g.add_argument("--dbs-merge", action="store_true", default=None,
+                   help="otf-chopped: merge the k-th A and B ON into (T_A + T_B) / 2")
     g.add_argument("--physics", choices=("exact", "kalibrate-compat"),
                    help="physics constants [exact]")
     g.add_argument("--pwv", type=float, metavar="MM", help="fixed pwv: skip the fit")
@@ -483,6 +487,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"dsb: gains 0.5 / 0.5; 2sb: 0.95 / 0.05 [{d.sideband}]")
     p.add_argument("--modes", help="science scan modes to cycle, comma-separated, e.g. tp,otf "
                                    f"[{','.join(d.modes)}]")
+    p.add_argument("--beam-imbalance-k", type=float, metavar="K",
+                   help="otf-chopped: amplitude of the chopper-beam imbalance ripple added to "
+                        f"chop phase 1 (T_A* units) [{d.beam_imbalance_k}]")
+    p.add_argument("--sky-fluctuation", type=float, metavar="FRACTION",
+                   help="otf-chopped: fractional rms of the sky per dump, the same in both "
+                        f"chop phases [{d.sky_fluctuation}]")
     p.add_argument("--gain-drift-per-hour", type=float, metavar="FRACTION",
                    help="fractional gain change per hour since the load scan "
                         f"[{d.gain_drift_per_hour}]")

@@ -19,7 +19,7 @@ from calpipe.errors import ConfigError
 from calpipe.physics.beam import GainCurve
 
 PhysicsMode = Literal["exact", "kalibrate-compat"]
-ObsModeOption = Literal["auto", "tp", "otf", "nod"]
+ObsModeOption = Literal["auto", "tp", "otf", "nod", "otf-chopped"]
 ReferenceMethod = Literal["linear", "nearest"]
 TatmMethod = Literal["model", "ambient"]
 VaneTcalMethod = Literal["auto", "given", "ambient", "vane", "frayer"]
@@ -28,7 +28,7 @@ ScaleOption = Literal["ta_star", "tmb"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "physics": ("exact", "kalibrate-compat"),
-    "mode": ("auto", "tp", "otf", "nod"),
+    "mode": ("auto", "tp", "otf", "nod", "otf-chopped"),
     "reference": ("linear", "nearest"),
     "t_atm": ("model", "ambient"),
     "vane_t_cal_method": ("auto", "given", "ambient", "vane", "frayer"),
@@ -115,8 +115,12 @@ class CalibrationConfig:
     # gain drift interpolated between the scan's load snapshot and the next one in the store
     gain_interpolate: int = 0
     # issue 14: which calibration snapshot a scan uses: the one its lloadsn names, or the one
-    # nearest in time of that and the next snapshot in the store (IRAM MRTCAL's NEAREST)
+    # nearest in time of that and the next snapshot in the store (IRAM MRTCAL's NEAREST), or
+    # the loads of both interpolated to the scan's time (MRTCAL's LINEAR)
     calibration_select: Literal["lloadsn", "nearest", "linear"] = "lloadsn"
+    # issue 14 item 1 (calpipe.dbs): OTF-chopped scans, merge the k-th ON of beam A with the
+    # k-th ON of beam B into (T_A + T_B) / 2 (false: both beams stay in L1, coordinate beam)
+    dbs_merge: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gain_curve", _gain_curves(self.gain_curve))
@@ -170,6 +174,8 @@ class CalibrationConfig:
             raise ConfigError("min_transmission must be a number in [0, 1)")
         if not isinstance(self.sky_table_build, bool):
             raise ConfigError("sky_table_build must be true or false")
+        if not isinstance(self.dbs_merge, bool):
+            raise ConfigError(f"option 'dbs_merge' = {self.dbs_merge!r}; expected true or false")
         if not isinstance(self.blank_low_transmission, bool):
             raise ConfigError("blank_low_transmission must be true or false")
         if self.clip_smooth_channels < 1:

@@ -126,6 +126,11 @@ _SCHEMA = [
     Var("azimuth", (S,), "azimuth at the ON subscan start", "deg", True, "azimuth"),
     Var("exptime", (S,), "integration time per dump", "s", True, "exptime"),
     Var("frontend_backend", (S,), "L0 frontend_backends id of the ON subscan", None, True),
+    # issue 14, otf-chopped scans only (attribute dbs): the nod beam of each ON subscan
+    Var("beam", (S,), "dual-beam-switch beam of the ON subscan (A, B; AB: merged pair)", None,
+        True),
+    Var("subscan_b", (S,), "L0 subscan number of the beam-B ON merged into this subscan "
+        "(dbs_merge)", None, True),
     Var("pixel_offset_lon", (R, A, S), "pixel offset in longitude", "deg", True,
         "pixel_offset_lon"),
     Var("pixel_offset_lat", (R, A, S), "pixel offset in latitude", "deg", True,
@@ -364,6 +369,14 @@ def scan_variables(result: CalibrationResult) -> list[tuple[Var, tuple[str, ...]
     fb = attrs.get("frontend_backends")
     if isinstance(fb, list) and len(fb) == n_s:
         derived["frontend_backend"] = np.array([str(x) for x in fb])
+    dbs = attrs.get("dbs")
+    if isinstance(dbs, Mapping):  # issue 14: otf-chopped scans
+        beam = dbs.get("beam")
+        if isinstance(beam, list) and len(beam) == n_s:
+            derived["beam"] = np.array([str(x) for x in beam])
+        sub_b = dbs.get("subscan_b")
+        if isinstance(sub_b, list) and len(sub_b) == n_s:
+            derived["subscan_b"] = np.asarray(sub_b, dtype=np.int32)
     out += [(SCHEMA[k], SCHEMA[k].dims, v) for k, v in derived.items()]
     return out
 

@@ -53,7 +53,7 @@ class SimulationConfig:
     n_receivers: int = 2
     n_arrays: int = 4
     n_on_tp: int = 2  # TP: OFF ON OFF ON OFF
-    n_on_otf: int = 3  # OTF: OFF ON ON ON OFF
+    n_on_otf: int = 3  # OTF: OFF ON ON ON OFF; otf-chopped: rows per beam
     frequency_ghz: float = 230.538  # signal sky frequency at the reference channel
     if_ghz: float = 6.0  # image = signal - 2 IF
     bandwidth_ghz: float = 1.0
@@ -101,6 +101,13 @@ class SimulationConfig:
     telescope: str = "FYST (simulated)"
     eta_mb: float = 1.0
     gain_curves: tuple[tuple[float, ...], ...] = ()
+    # issue 14, mode "otf-chopped" (dual beam switch, docs/simulation.md): the chopper-beam
+    # imbalance eps(c) = beam_imbalance_k sin(5 pi x + 0.3) K (T_A* units), added to chop
+    # phase 1; sky_fluctuation: fractional rms of T'_sky per dump, the same in both chop
+    # phases of a dump, zero mean over the dumps of a subscan
+    beam_imbalance_k: float = 0.0
+    sky_fluctuation: float = 0.0
+    chop_throw_deg: float = 0.1
 
     @property
     def gs_xs(self) -> float:
@@ -316,7 +323,8 @@ def _scan_attrs(cfg: SimulationConfig, plan: ScanPlan) -> dict[str, Any]:
     return {
         "scan_number": plan.scan,
         "source": "SIM-CLOUD" if plan.kind != "load" else "LOAD",
-        "instmode": {"tp": "TP", "otf": "OTF", "load": "CAL"}[plan.kind],
+        "instmode": {"tp": "TP", "otf": "OTF", "otf-chopped": "OTF-DBS",
+                     "load": "CAL"}[plan.kind],
         "line": "CO(2-1)",
         "rest_freq_hz": cfg.frequency_ghz * 1e9,
         "telescope": cfg.telescope,
@@ -377,6 +385,8 @@ def _to_counts(expected: np.ndarray, cfg: SimulationConfig, rng: np.random.Gener
 
 
 def _subscan_layout(kind: str, cfg: SimulationConfig) -> list[str]:
+    if kind == "otf-chopped":  # per row: nod A (source in chop phase 1), nod B (phase 2)
+        return ["SWA-ON", "SWA-OFF", "SWB-ON", "SWB-OFF"] * cfg.n_on_otf
     if kind == "tp":
         modes = ["OFF"]
         for _ in range(cfg.n_on_tp):
@@ -435,6 +445,10 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
     start = plan.start_mjd + (2 * (cfg.n_dumps * cfg.exptime_s + 2.0) / 86400.0
                               if plan.own_calibration else 0.0)
     meta = _metadata(cfg, inst, plan, n, start)
+    chopped = plan.kind == "otf-chopped"
+    if chopped:  # the two chop phases of a nod position are simultaneous subscans
+        sub_seconds = cfg.n_dumps * cfg.exptime_s + 2.0
+        meta["mjd"] = start + (np.arange(n) // 2) * sub_seconds / 86400.0
     el, tamb = meta["elevation"].astype(float), meta["tamb"].astype(float)
     if inst.per_subscan:
         a = 1.0 / np.sin(el)
@@ -461,11 +475,36 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
     otf_lat = np.zeros((d, n))
     pix_amp = (1.0 + 0.1 * np.arange(r)[:, None] - 0.05 * np.arange(a)[None, :])  # [R, A]
     profile = _line_profile(cfg, 0.5 + 0.1 * rng.uniform(-1, 1))
+    x = (np.arange(c) - inst.ref_channel) / c
+    eps = cfg.beam_imbalance_k * np.sin(5.0 * np.pi * x + 0.3) if chopped else np.zeros(c)
+    fluct = np.zeros((d, n))  # fractional sky fluctuation per dump, shared by a chop pair
+    if chopped and cfg.sky_fluctuation:
+        z = rng.standard_normal((d, n // 2))
+        z -= z.mean(axis=0, keepdims=True)
+        fluct = np.repeat(cfg.sky_fluctuation * z, 2, axis=1)
     for s, mode in enumerate(modes):
         g = _gain(cfg, inst, plan, _dump_times(meta["mjd"][s], cfg))
         t_rec = _t_rec_dsb(cfg, inst, _dump_times(meta["mjd"][s], cfg))  # [C, D or 1, R, A]
         sky = t_rec + tsky[..., s][:, None]
-        if mode.endswith("ON"):
+        if chopped:  # dual beam switch: phase 1 = SWA-ON and SWB-OFF, phase 2 = the others
+            sky = sky + tsky[..., s][:, None] * fluct[None, :, s, None, None]
+            phase1 = mode in ("SWA-ON", "SWB-OFF")
+            row = s // 4
+            otf_lon[:, s] = np.linspace(-0.05, 0.05, d) * (1 if row % 2 == 0 else -1)
+            otf_lat[:, s] = -0.02 + 0.02 * row
+            if mode.endswith("OFF"):  # the other chop beam: a throw away from the track
+                otf_lon[:, s] += cfg.chop_throw_deg * (1 if mode == "SWA-OFF" else -1)
+            signal = np.broadcast_to(eps[:, None, None, None] if phase1 else 0.0,
+                                     (c, d, r, a)).copy()
+            if mode.endswith("ON"):
+                spatial = np.exp(-0.5 * (otf_lon[:, s]**2 + otf_lat[:, s]**2) / 0.03**2)
+                ta = (cfg.line_peak_k * profile[:, None, None, None]
+                      * spatial[None, :, None, None] * pix_amp[None, None])
+                ta_truth[..., on.index(s)] = ta
+                signal += ta
+            expected = g * (sky + inst.w3[:, None] * cfg.f_eff * tr_s[:, s, None, None, None]
+                            * signal)
+        elif mode.endswith("ON"):
             k = on.index(s)
             if plan.kind == "otf":
                 lon = np.linspace(-0.05, 0.05, d) * (1 if k % 2 == 0 else -1)
@@ -491,7 +530,7 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
     _write_strings(src, "sobsmode", modes)
     for name, values in meta.items():
         _write(src, name, values, ("S",))
-    if plan.kind == "otf":
+    if plan.kind in ("otf", "otf-chopped"):
         _write(src, "otf_lon", otf_lon, ("D", "S"))
         _write(src, "otf_lat", otf_lat, ("D", "S"))
     else:
@@ -517,6 +556,14 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
                    ("C", "D", "R", "A", "S_on"))
         _write(tg, "tr_signal", tr_s[:, on], ("C", "S_on"))
         _write(tg, "pwv_mm", pwv, ("S",))  # issue 14: each subscan's pwv
+        if chopped:  # issue 14: what each beam's calibration gives, T_A* + sign eps
+            beam = [modes[s][2] for s in on]
+            sign = np.array([1.0 if b == "A" else -1.0 for b in beam])
+            tg.attrs.update({"beam": beam, "partner": [s + 1 for s in on]})
+            _write(tg, "imbalance_k", eps, ("C",))
+            _write(tg, "ta_star_beam", ta_truth + eps[:, None, None, None, None] * sign,
+                   ("C", "D", "R", "A", "S_on"))
+            _write(tg, "sky_fluctuation", fluct, ("D", "S"))
         if tsky.shape[1:3] == (1, 1):
             _write(tg, "t_sky_eff", tsky[:, 0, 0], ("C", "S"))
         else:

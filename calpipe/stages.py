@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from calpipe import (
+    dbs,  # issue 14: OTF-chopped / dual beam switch, the beams in L1 and the pair merge
     nod,  # issue 16: vane (VANE/SKY) calibration of Nod scans
     qa,
     telescopes,  # issue 14: telescope profiles
@@ -54,7 +55,14 @@ from calpipe.physics.loads import (
     resolve_loads,
 )
 from calpipe.physics.radiometry import PhysicsConstants
-from calpipe.physics.reference import PreparedData, prepare_references
+from calpipe.physics.reference import (
+    CHOPPED,
+    PreparedData,
+    check_pair_dumps,
+    detect_mode,
+    prepare_chopped,
+    prepare_references,
+)
 from calpipe.products import CalibrationResult
 
 if TYPE_CHECKING:  # annotation only: importing it loads scipy.interpolate (~0.5 s per
@@ -298,11 +306,17 @@ def prepare(scan: ScanData, config: CalibrationConfig) -> PreparedData:
         prepared = nod.prepare_nod(scan)  # BEAM1 / BEAM2: each the other's reference
         prepared.check()
         return prepared
-    prepared = prepare_references(
-        scan=scan.scan, counts=scan.counts, sobsmode=scan.meta.sobsmode, mjd=scan.meta.mjd,
-        exptime=scan.meta.exptime, instmode=str(scan.attrs.get("instmode", "")),
-        mode=config.mode, method=config.reference,
-    )
+    instmode = str(scan.attrs.get("instmode", ""))
+    if detect_mode(scan.meta.sobsmode, instmode, config.mode) == CHOPPED:  # issue 14: DBS
+        prepared = prepare_chopped(scan=scan.scan, counts=scan.counts,
+                                   sobsmode=scan.meta.sobsmode, mjd=scan.meta.mjd,
+                                   exptime=scan.meta.exptime)
+    else:
+        prepared = prepare_references(
+            scan=scan.scan, counts=scan.counts, sobsmode=scan.meta.sobsmode, mjd=scan.meta.mjd,
+            exptime=scan.meta.exptime, instmode=instmode, mode=config.mode,
+            method=config.reference,
+        )
     scan.require_subscans(prepared.off_index, "prepare")
     check_has_data(scan.scan, scan.subscan_valid, prepared.off_index.tolist(),
                    what="OFF subscan ")
@@ -562,7 +576,8 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
     config = CalibrationConfig() if config is None else config
     config, profile_attrs = telescope_config(scan, config)
     on = prepared.on_index
-    scan.require_subscans(on, "calibrate")
+    scan.require_subscans(prepared.read_index, "calibrate")
+    check_pair_dumps(scan.scan, scan.counts, prepared)  # otf-chopped: both phases of a dump
     if prepared.mode == "nod":  # T_sys (ON - REF) / REF with the vane T_sys (calpipe.nod)
         if _drift(load) is not None:
             raise MetadataError("gain_interpolate is not available for Nod scans",
@@ -570,12 +585,17 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         arrays = nod.calibrate_nod_arrays(scan, load, prepared)
     else:
         counts, on_index, c_ref = scan.counts, on, prepared.c_ref
+        ref_index = prepared.ref_per_dump  # otf-chopped: dump d of the chop partner
         drift = _drift(load)
         if drift is not None:  # issue 14: ON and OFF counts at the gain of the load snapshot
             n_d = scan.counts.shape[1]
-            times = gain.dump_times(scan.meta.mjd[on], scan.meta.exptime[on], n_d)
-            on_index = np.arange(on.size)
-            counts = gain.correct_counts(scan.counts[..., on], times, drift, on_index)
+            sel = prepared.read_index  # the ONs (and their per-dump references)
+            times = gain.dump_times(scan.meta.mjd[sel], scan.meta.exptime[sel], n_d)
+            counts = gain.correct_counts(scan.counts[..., sel], times, drift,
+                                         np.arange(sel.size))
+            on_index = np.searchsorted(sel, on)
+            if ref_index is not None:
+                ref_index = np.searchsorted(sel, ref_index)
             off_mean = _drift_corrected_off(drift, prepared, scan.meta.mjd, scan.meta.exptime,
                                             n_d)
             w = prepared.ref_weight
@@ -584,7 +604,7 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         arrays = calibrate_full(
             counts, on_index, c_ref, load.gamma, load.bad_channel, load.w_s,
             load.f_eff, atm.tr_signal, float(scan.meta.freq_res[0]), scan.meta.exptime[on],
-            ref_factor=prepared.reference_variance_factor(),
+            ref_factor=prepared.reference_variance_factor(), ref_index=ref_index,
             noise_bandwidth_factor=config.noise_bandwidth_factor,
             min_transmission=config.min_transmission,
             blank_low_transmission=config.blank_low_transmission,
@@ -615,6 +635,8 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         attrs["telescope_profile"] = profile_attrs
     if prepared.mode == "nod":
         attrs["nod"] = nod.nod_attrs(scan, load, prepared, arrays)
+    if prepared.beam is not None:  # issue 14: otf-chopped, beams A and B
+        attrs["dbs"] = dbs.dbs_attrs(prepared, config.dbs_merge)
     # QA (issue 8, calpipe.qa): sets TSYS_OUTLIER in arrays.flags, metrics -> attrs["qa"]
     blank_bits = fl.BLANKING | (fl.LOW_TRANSMISSION if config.blank_low_transmission else 0)
     attrs["qa"].update(qa.assess_scan(arrays.spectra, arrays.flags, arrays.t_sys,
@@ -622,7 +644,7 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
     no_fit = np.full((arrays.t_sys.shape[0], prepared.off_index.size), np.nan)
     fit_obs = no_fit if atm.fit_observed_k is None else atm.fit_observed_k
     fit_mod = no_fit if atm.fit_model_k is None else atm.fit_model_k
-    return CalibrationResult(
+    result = CalibrationResult(
         scan=scan.scan, mode=prepared.mode, spectra=arrays.spectra, flags=arrays.flags,
         t_sys=arrays.t_sys, weight=arrays.weight, t_rec=load.t_rec.astype(np.float32),
         gamma=load.gamma.astype(np.float32), tau_signal=atm_array(atm.tau_signal),
@@ -641,6 +663,9 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         scale_uncertainty=(None if atm.scale_uncertainty is None
                            else atm_array(atm.scale_uncertainty)),
     )
+    if prepared.beam is not None and config.dbs_merge:  # issue 14: (T_A + T_B) / 2
+        result = dbs.merge_result(result, prepared)
+    return result
 
 
 def _check_transmission(scan: int, load: CalibrationLoadFull, atm: AtmosphereResult,
@@ -727,10 +752,11 @@ def _json_number(x: Any) -> float | None:
 
 
 def _shared_fraction(scan: ScanData, prepared: PreparedData) -> np.ndarray:
-    """rho[S_on] = ref_factor / (1 / t_on + ref_factor)."""
+    """rho[S_on] = shared / (1 / t_on + ref_factor); shared = ref_factor for a dump-averaged
+    reference, 0 for a per-dump one (otf-chopped)."""
     ref = prepared.reference_variance_factor()
     t_on = scan.meta.exptime[prepared.on_index].astype(np.float64)
-    return np.asarray(ref / (1.0 / t_on + ref))
+    return np.asarray(prepared.shared_variance_factor() / (1.0 / t_on + ref))
 
 
 def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,

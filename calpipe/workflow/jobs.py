@@ -190,7 +190,8 @@ def run_calibrate(store: str, scan: int, session_name: str, config: CalibrationC
             prepared = _load(PreparedData, prepare_art)
             atm = _load(AtmosphereResult, atmosphere_art)
             session = open_session(store, ReadLimits.from_config(config))
-            data = run.stage("load", session.load_scan, scan, subscans=prepared.on_index)
+            # the ONs, and for otf-chopped scans their chop partners (per-dump reference)
+            data = run.stage("load", session.load_scan, scan, subscans=prepared.read_index)
             run.l0_bytes_read += data.bytes_read
             result = run.stage("calibrate", calibrate, data, load, prepared, atm, config)
             subscan_digests = {int(k): v for k, v in extra.get("off_digests", {}).items()}
