@@ -64,6 +64,13 @@ def _mean(x: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
     return np.asarray(0.5 * (x[..., ia].astype(np.float64) + x[..., ib].astype(np.float64)))
 
 
+def _json_nan(values: Any) -> Any:
+    """NaN -> None in a (nested) list, as the L1 attributes write a missing number."""
+    if isinstance(values, list):
+        return [_json_nan(v) for v in values]
+    return None if isinstance(values, float) and not np.isfinite(values) else values
+
+
 def merge_result(result: CalibrationResult, prepared: PreparedData) -> CalibrationResult:
     """The DBS pair merge of a calibrated chopped scan (see the module docstring)."""
     assert prepared.beam is not None
@@ -100,8 +107,18 @@ def merge_result(result: CalibrationResult, prepared: PreparedData) -> Calibrati
             scale[key] = _mean(np.asarray(scale[key], dtype=np.float64), ia, ib).tolist()
         attrs["scale"] = scale
     unc = result.scale_uncertainty
+    tau: dict[str, Any] = {}
+    if result.atmosphere_layout()[1]:  # per-pair pwv (issue 14): tau per ON, pwv per ON
+        tau = {name: _mean(getattr(result, name), ia, ib).astype(f32)
+               for name in ("tau_signal", "tau_image")}
+        fit = dict(attrs.get("atmosphere_fit", {}))
+        for key in ("pwv_on_mm", "pwv_on_err_mm"):
+            if fit.get(key) is not None:
+                values = np.asarray(fit[key], dtype=np.float64)  # None (no error) -> NaN
+                fit[key] = _json_nan(_mean(values, ia, ib).tolist())
+        attrs["atmosphere_fit"] = fit
     return dataclasses.replace(
-        result,
+        result, **tau,
         spectra=_mean(result.spectra, ia, ib).astype(f32),
         flags=result.flags[..., ia] | result.flags[..., ib],
         t_sys=t_sys.astype(f32), weight=weight.astype(f32),
