@@ -58,7 +58,7 @@ def _cmd_simulate(ns: argparse.Namespace) -> int:
     for name in ("seed", "n_scans", "load_every", "n_channels", "n_dumps", "n_receivers",
                  "n_arrays", "frequency_ghz", "pwv_mm", "sideband", "gain_drift_per_hour",
                  "fill_fraction", "dead_channels", "zarr_format", "first_scan", "exptime_s",
-                 "bandwidth_ghz", "if_ghz"):
+                 "bandwidth_ghz", "if_ghz", "beam_imbalance_k", "sky_fluctuation"):
         value = getattr(ns, name)
         if value is not None:
             changes[name] = value
@@ -104,12 +104,14 @@ def build_config(ns: argparse.Namespace) -> Any:
                          ("scale", "scale"), ("eta_mb", "eta_mb"), ("eta_fss", "eta_fss"),
                          ("telescope", "telescope"), ("gain_interpolate", "gain_interpolate"),
                          ("calibration_select", "calibration_select"),
-                         ("skydiff", "skydiff")):
+                         ("dbs_merge", "dbs_merge"), ("skydiff", "skydiff")):
         value = getattr(ns, option, None)
         if value is not None:
             changes[name] = value
     if getattr(ns, "per_pixel_pwv", False):
         changes["pwv_per_pixel"] = True
+    if getattr(ns, "per_pair_pwv", False):
+        changes["pwv_per_pair"] = True
     config = config.replace(**changes) if changes else config
     if config.telescope is not None:  # an unknown profile stops the run before any scan
         from calpipe.telescopes import load_profile
@@ -356,7 +358,7 @@ def _cmd_manifest(ns: argparse.Namespace) -> int:
     import yaml
 
     from calpipe.errors import ConfigError
-    from calpipe.workflow.manifest import build_manifest
+    from calpipe.workflow.manifest import build_manifest, calibration_config
     from calpipe.workflow.paths import check_session_names, manifest_path
 
     # STORE and an explicit --configfile are where the user stands, not in DIRECTORY; the
@@ -382,8 +384,8 @@ def _cmd_manifest(ns: argparse.Namespace) -> int:
     mode = ns.stamp or str((config.get("manifest") or {}).get("stamp", "stat"))
     for name, store in stores.items():
         calib = config.get("calibration") or {}
-        manifest = build_manifest(name, store, stamp_mode=mode, next_calibration=bool(
-            calib.get("gain_interpolate")) or calib.get("calibration_select") == "nearest")
+        manifest = build_manifest(name, store, stamp_mode=mode, next_calibration=(
+            calibration_config(calib).wants_next_calibration))
         print(f"{manifest_path(name)}: {len(manifest['scans'])} scans "
               f"({len(manifest['calibration_only'])} calibration-only) from {store}")
     return 0
@@ -426,13 +428,18 @@ def _add_workflow_commands(sub: Any) -> None:
 def _add_calibration_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("calibration options (override the config file)")
     g.add_argument("--config", type=Path, help="YAML/JSON file with calibration options")
-    g.add_argument("--mode", choices=("auto", "tp", "otf"), help="observing mode [auto]")
+    g.add_argument("--mode", choices=("auto", "tp", "otf", "otf-chopped"),
+                   help="observing mode [auto]")
+    g.add_argument("--dbs-merge", action="store_true", default=None,
+                   help="otf-chopped: merge the k-th A and B ON into (T_A + T_B) / 2")
     g.add_argument("--physics", choices=("exact", "kalibrate-compat"),
                    help="physics constants [exact]")
     g.add_argument("--pwv", type=float, metavar="MM", help="fixed pwv: skip the fit")
     g.add_argument("--pwv-fallback", type=float, metavar="MM",
                    help="pwv to use when the fit fails (recorded in the attributes)")
     g.add_argument("--per-pixel-pwv", action="store_true", help="fit pwv per pixel")
+    g.add_argument("--per-pair-pwv", action="store_true",
+                   help="fit pwv per OFF subscan; each ON at its reference's pwv")
     g.add_argument("--reference", choices=("linear", "nearest"),
                    help="OFF interpolation in time [linear]")
     g.add_argument("--t-atm", choices=("model", "ambient"),
@@ -449,9 +456,9 @@ def _add_calibration_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gain-interpolate", type=int, choices=(0, 3),
                    help="gain-drift correction to the next calibration snapshot: 0 off, 3 ON "
                         "and OFF counts [0]")
-    g.add_argument("--calibration-select", choices=("lloadsn", "nearest"),
-                   help="calibration snapshot: lloadsn's, or the nearest in time of it and "
-                        "the next one [lloadsn]")
+    g.add_argument("--calibration-select", choices=("lloadsn", "nearest", "linear"),
+                   help="calibration snapshot: lloadsn's, the nearest in time of it and "
+                        "the next one, or both interpolated in time [lloadsn]")
     g.add_argument("--telescope", metavar="NAME",
                    help="telescope profile (calpipe/data/telescopes) [from the scan attribute]")
     g.add_argument("--skydiff", type=int, metavar="N",
@@ -512,6 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"dsb: gains 0.5 / 0.5; 2sb: 0.95 / 0.05 [{d.sideband}]")
     p.add_argument("--modes", help="science scan modes to cycle, comma-separated, e.g. tp,otf "
                                    f"[{','.join(d.modes)}]")
+    p.add_argument("--beam-imbalance-k", type=float, metavar="K",
+                   help="otf-chopped: amplitude of the chopper-beam imbalance ripple added to "
+                        f"chop phase 1 (T_A* units) [{d.beam_imbalance_k}]")
+    p.add_argument("--sky-fluctuation", type=float, metavar="FRACTION",
+                   help="otf-chopped: fractional rms of the sky per dump, the same in both "
+                        f"chop phases [{d.sky_fluctuation}]")
     p.add_argument("--gain-drift-per-hour", type=float, metavar="FRACTION",
                    help="fractional gain change per hour since the load scan "
                         f"[{d.gain_drift_per_hour}]")

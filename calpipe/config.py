@@ -19,7 +19,7 @@ from calpipe.errors import ConfigError
 from calpipe.physics.beam import GainCurve
 
 PhysicsMode = Literal["exact", "kalibrate-compat"]
-ObsModeOption = Literal["auto", "tp", "otf", "nod"]
+ObsModeOption = Literal["auto", "tp", "otf", "nod", "otf-chopped"]
 ReferenceMethod = Literal["linear", "nearest"]
 TatmMethod = Literal["model", "ambient"]
 VaneTcalMethod = Literal["auto", "given", "ambient", "vane", "frayer"]
@@ -28,13 +28,13 @@ ScaleOption = Literal["ta_star", "tmb"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "physics": ("exact", "kalibrate-compat"),
-    "mode": ("auto", "tp", "otf", "nod"),
+    "mode": ("auto", "tp", "otf", "nod", "otf-chopped"),
     "reference": ("linear", "nearest"),
     "t_atm": ("model", "ambient"),
     "vane_t_cal_method": ("auto", "given", "ambient", "vane", "frayer"),
     "sky_model": ("auto", "zenith"),
     "scale": ("ta_star", "tmb"),
-    "calibration_select": ("lloadsn", "nearest"),
+    "calibration_select": ("lloadsn", "nearest", "linear"),
 }
 
 #: the options a telescope profile (calpipe.telescopes) may set; explicit values win
@@ -63,6 +63,9 @@ class CalibrationConfig:
     pwv_fixed_mm: float | None = None  # skip the fit, use this pwv
     pwv_fallback_mm: float | None = None  # use this pwv when the fit fails (recorded)
     pwv_per_pixel: bool = False
+    # issue 14: one pwv per OFF subscan, each ON at the pwv of its reference (interpolated
+    # like the reference counts); combines with pwv_per_pixel
+    pwv_per_pair: bool = False
     pwv_grid_min_mm: float = 0.001
     pwv_grid_max_mm: float = 10.0
     pwv_grid_points: int = 100
@@ -112,8 +115,12 @@ class CalibrationConfig:
     # gain drift interpolated between the scan's load snapshot and the next one in the store
     gain_interpolate: int = 0
     # issue 14: which calibration snapshot a scan uses: the one its lloadsn names, or the one
-    # nearest in time of that and the next snapshot in the store (IRAM MRTCAL's NEAREST)
-    calibration_select: Literal["lloadsn", "nearest"] = "lloadsn"
+    # nearest in time of that and the next snapshot in the store (IRAM MRTCAL's NEAREST), or
+    # the loads of both interpolated to the scan's time (MRTCAL's LINEAR)
+    calibration_select: Literal["lloadsn", "nearest", "linear"] = "lloadsn"
+    # issue 14 item 1 (calpipe.dbs): OTF-chopped scans, merge the k-th ON of beam A with the
+    # k-th ON of beam B into (T_A + T_B) / 2 (false: both beams stay in L1, coordinate beam)
+    dbs_merge: bool = False
     # issue 14 item 3 (calpipe.physics.skydiff): SKYDIFF diagnostic, 0 = off; N > 0 = each
     # OFF's S_obs = (C_OFF - C_hot) / gamma minus that of the N most recent previous OFFs of
     # the same band and pixel layout, written to L1 (needs the scans in order)
@@ -140,9 +147,10 @@ class CalibrationConfig:
         if self.gain_interpolate not in (0, 3) or isinstance(self.gain_interpolate, bool):
             raise ConfigError(f"option 'gain_interpolate' = {self.gain_interpolate!r}; expected "
                               "0 (off) or 3 (ON and OFF counts corrected)")
-        if self.gain_interpolate and self.calibration_select == "nearest":
-            raise ConfigError("calibration_select 'nearest' and gain_interpolate 3 exclude each "
-                              "other (the interpolation uses both snapshots)")
+        if self.gain_interpolate and self.calibration_select != "lloadsn":
+            raise ConfigError(f"calibration_select '{self.calibration_select}' and "
+                              "gain_interpolate 3 exclude each other (gain_interpolate already "
+                              "uses both snapshots)")
         if isinstance(self.skydiff, bool) or not isinstance(self.skydiff, int) \
                 or self.skydiff < 0:
             raise ConfigError(f"option 'skydiff' = {self.skydiff!r}; expected an integer >= 0 "
@@ -151,6 +159,13 @@ class CalibrationConfig:
                                                and self.telescope):
             raise ConfigError(f"option 'telescope' = {self.telescope!r}; expected a profile "
                               "name")
+        for name in ("pwv_per_pixel", "pwv_per_pair"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"option '{name}' = {getattr(self, name)!r}; expected true "
+                                  "or false")
+        if self.pwv_per_pair and self.pwv_fixed_mm is not None:
+            raise ConfigError("pwv_per_pair and pwv_fixed_mm exclude each other (a fixed pwv "
+                              "is not fitted per OFF)")
         if not 0 < self.pwv_grid_min_mm < self.pwv_grid_max_mm:
             raise ConfigError("pwv grid: need 0 < pwv_grid_min_mm < pwv_grid_max_mm")
         if self.pwv_grid_points < 3:
@@ -167,6 +182,8 @@ class CalibrationConfig:
             raise ConfigError("min_transmission must be a number in [0, 1)")
         if not isinstance(self.sky_table_build, bool):
             raise ConfigError("sky_table_build must be true or false")
+        if not isinstance(self.dbs_merge, bool):
+            raise ConfigError(f"option 'dbs_merge' = {self.dbs_merge!r}; expected true or false")
         if not isinstance(self.blank_low_transmission, bool):
             raise ConfigError("blank_low_transmission must be true or false")
         if self.clip_smooth_channels < 1:
@@ -225,7 +242,7 @@ class CalibrationConfig:
     @property
     def wants_next_calibration(self) -> bool:
         """Whether a scan also needs the next calibration snapshot (issue 14)."""
-        return bool(self.gain_interpolate) or self.calibration_select == "nearest"
+        return bool(self.gain_interpolate) or self.calibration_select != "lloadsn"
 
     @property
     def digest(self) -> str:

@@ -32,6 +32,7 @@ from calpipe.errors import (
     MissingLoadError,
     StoreError,
 )
+from calpipe.physics.reference import CHOP_MODES
 from calpipe.schema import SCAN_GROUP, parse_scan_group, scan_group_name  # noqa: F401
 
 if TYPE_CHECKING:
@@ -43,7 +44,9 @@ FILL_VALUE = np.iinfo(np.int32).min
 # BEAM1 / BEAM2: the two halves of a beam-switched Nod pair (issue 16, GBT PROCSCAN); the
 # scan attribute ``nod_beams`` names the two receivers. VANE: a chopper-wheel (ambient
 # absorber) subscan, calibrated with a SKY subscan (calpipe.physics.chopper).
-SOURCE_MODES = ("ON", "OFF", "OTF-ON", "OTF-OFF", "BEAM1", "BEAM2")
+# SWA-ON ... OTFSWB-OFF (and the bare SWA / SWB, refused with a clear message by the prepare
+# stage): the chop phases of an OTF-chopped / dual-beam-switch scan (issue 14)
+SOURCE_MODES = ("ON", "OFF", "OTF-ON", "OTF-OFF", "BEAM1", "BEAM2", *CHOP_MODES)
 CALIBRATION_MODES = ("HOT", "COLD", "COL", "SKY", "ZERO", "VANE")
 FLOAT_DATA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 FLOAT_COUNTS_ATTR = "float_counts"  # data_5d attribute that declares the float variant

@@ -133,6 +133,11 @@ _SCHEMA = [
     Var("azimuth", (S,), "azimuth at the ON subscan start", "deg", True, "azimuth"),
     Var("exptime", (S,), "integration time per dump", "s", True, "exptime"),
     Var("frontend_backend", (S,), "L0 frontend_backends id of the ON subscan", None, True),
+    # issue 14, otf-chopped scans only (attribute dbs): the nod beam of each ON subscan
+    Var("beam", (S,), "dual-beam-switch beam of the ON subscan (A, B; AB: merged pair)", None,
+        True),
+    Var("subscan_b", (S,), "L0 subscan number of the beam-B ON merged into this subscan "
+        "(dbs_merge)", None, True),
     Var("pixel_offset_lon", (R, A, S), "pixel offset in longitude", "deg", True,
         "pixel_offset_lon"),
     Var("pixel_offset_lat", (R, A, S), "pixel offset in latitude", "deg", True,
@@ -155,15 +160,21 @@ _SCHEMA = [
 SCHEMA: dict[str, Var] = {v.name: v for v in _SCHEMA}
 #: CalibrationResult field -> on-disk variable
 FIELDS: dict[str, Var] = {v.field: v for v in _SCHEMA if v.field is not None}
-#: on-disk dims of every CalibrationResult field (per-pixel atmosphere: PER_PIXEL_DIMS)
+#: on-disk dims of every CalibrationResult field (the atmosphere arrays: atmosphere_dims)
 DIMS: dict[str, tuple[str, ...]] = {f: v.dims for f, v in FIELDS.items()}
-PER_PIXEL_DIMS = {
-    "tau_signal": (F, R, A),
-    "tau_image": (F, R, A),
-    "tr_signal": (F, R, A, S),
-    "tr_image": (F, R, A, S),
-    "scale_uncertainty": (F, R, A, S),
-}
+_TAU = ("tau_signal", "tau_image")
+_PER_ON = ("tr_signal", "tr_image", "scale_uncertainty")
+
+
+def atmosphere_dims(field: str, per_pixel: bool, per_pair: bool) -> tuple[str, ...]:
+    """On-disk dims of a field: the atmosphere arrays gain (pixel, array) with a per-pixel
+    pwv fit, and tau gains (subscan) with a per-pair fit (issue 14)."""
+    dims = DIMS[field]
+    if field in _TAU:
+        return (F,) + ((R, A) if per_pixel else ()) + ((S,) if per_pair else ())
+    if field in _PER_ON and per_pixel:
+        return (F, R, A, S)
+    return dims
 #: CalibrationResult fields that may be None (then not written, and read back as None)
 OPTIONAL_FIELDS = ("scale_uncertainty", *SKYDIFF_FIELDS)
 #: arrays with a time axis: written one ON subscan (D dumps) at a time
@@ -171,6 +182,20 @@ TIME_FIELDS = ("spectra", "flags")
 FLAG_MASKS = list(fl.NAMES)
 FLAG_MEANINGS = " ".join(fl.NAMES.values())
 CHUNK_BYTES = 8 << 20
+
+
+#: bytes of one write call of a time array: a few chunks, so that zarr still encodes chunks
+#: concurrently while the contiguous copy of the strided [C, D, R, A, S] block stays small
+WRITE_BYTES = 32 << 20
+
+
+def _time_block(chunks: tuple[int, ...], itemsize: int, n_dumps: int) -> int:
+    """Dumps per write: m time chunks (m divides the chunks per ON subscan) of at most
+    WRITE_BYTES, at least one chunk."""
+    per_chunk = int(np.prod(chunks)) * itemsize
+    n_chunks = n_dumps // chunks[1]
+    most = max(1, min(n_chunks, WRITE_BYTES // max(per_chunk, 1)))
+    return chunks[1] * max(m for m in range(1, most + 1) if n_chunks % m == 0)
 
 
 def l1_chunks(shape: tuple[int, ...], itemsize: int, n_dumps: int | None = None
@@ -296,9 +321,11 @@ def _write_group(path: Path, tmp_name: str, result: CalibrationResult,
             fill_value=np.nan if kind == "f" else ("" if kind == "U" else 0),
             attributes=meta, **_codecs(values.ndim >= 4),
         )
-        if is_time:  # [C, D, R, A, S] -> time = s * D + d, one ON subscan per write
+        if is_time:  # [C, D, R, A, S] -> time = s * D + d, a few chunks' dumps per write
+            step = _time_block(arr.chunks, values.dtype.itemsize, n_d)
             for s in range(result.spectra.shape[4]):
-                arr[:, s * n_d:(s + 1) * n_d] = values.source[..., s]
+                for d in range(0, n_d, step):
+                    arr[:, s * n_d + d:s * n_d + d + step] = values.source[:, d:d + step, ..., s]
         else:
             arr[...] = values
     _fsync_tree(path / tmp_name)
@@ -326,7 +353,7 @@ def scan_variables(result: CalibrationResult) -> list[tuple[Var, tuple[str, ...]
     on = _index_list(attrs.get("reference", {}).get("on_index"), n_s)
     n_off = result.atm_fit_observed_k.shape[1]
     off = _index_list(attrs.get("reference", {}).get("off_index"), n_off)
-    per_pixel = result.tau_signal.ndim == 3
+    per_pixel, per_pair = result.atmosphere_layout()
 
     def by_time(x: np.ndarray) -> np.ndarray:  # [D, S] -> [S*D]
         return np.ascontiguousarray(x.T).reshape(-1)
@@ -334,7 +361,7 @@ def scan_variables(result: CalibrationResult) -> list[tuple[Var, tuple[str, ...]
     sub_of_t = np.repeat(np.arange(n_s), n_d)
     out: list[tuple[Var, tuple[str, ...], Any]] = []
     for field_name, var in FIELDS.items():
-        dims = PER_PIXEL_DIMS.get(field_name, var.dims) if per_pixel else var.dims
+        dims = atmosphere_dims(field_name, per_pixel, per_pair)
         values = getattr(result, field_name)
         if values is None and field_name in OPTIONAL_FIELDS:
             continue
@@ -361,6 +388,14 @@ def scan_variables(result: CalibrationResult) -> list[tuple[Var, tuple[str, ...]
     fb = attrs.get("frontend_backends")
     if isinstance(fb, list) and len(fb) == n_s:
         derived["frontend_backend"] = np.array([str(x) for x in fb])
+    dbs = attrs.get("dbs")
+    if isinstance(dbs, Mapping):  # issue 14: otf-chopped scans
+        beam = dbs.get("beam")
+        if isinstance(beam, list) and len(beam) == n_s:
+            derived["beam"] = np.array([str(x) for x in beam])
+        sub_b = dbs.get("subscan_b")
+        if isinstance(sub_b, list) and len(sub_b) == n_s:
+            derived["subscan_b"] = np.asarray(sub_b, dtype=np.int32)
     out += [(SCHEMA[k], SCHEMA[k].dims, v) for k, v in derived.items()]
     return out
 

@@ -43,7 +43,15 @@ from calpipe.runner import (
     write_run_outputs,
 )
 from calpipe.schema import FAILURES_FILE, LOCK_FILE, SUMMARY_FILE  # noqa: F401 (re-export)
-from calpipe.stages import ScanGeometry, atmosphere, calibrate, prepare, resolve, skydiff
+from calpipe.stages import (
+    ScanGeometry,
+    atmosphere,
+    calibrate,
+    prepare,
+    resolve,
+    skydiff,
+    snapshot_digests,
+)
 
 if TYPE_CHECKING:  # annotation only: importing it loads scipy.interpolate
     from calpipe.atmosphere.table import AtmosphereTable
@@ -193,11 +201,9 @@ def compute_scan(loaded: LoadedScan, run: ScanRun, config: CalibrationConfig,
             if next_cal is not None:
                 run.l0_bytes_read += next_cal.bytes_read
             load = run.stage("resolve", resolve, data, cal, config, next_cal)
-            used = next_cal if next_cal is not None and load.cal_scan == next_cal.scan \
-                and load.cal_scan != cal.scan else cal  # calibration_select: nearest
-            digests = {"scan": data.content_digest, "calibration": used.content_digest,
-                       "calibration_scan": int(used.scan)}
-            del cal, next_cal, used  # the loads are reduced to [C, R, A]: drop the snapshots
+            digests = {"scan": data.content_digest,
+                       **snapshot_digests(cal, next_cal, load)}
+            del cal, next_cal  # the loads are reduced to [C, R, A]: drop the snapshots
             prepared = run.stage("prepare", prepare, data, config)
             geometry = ScanGeometry.of(data)
             diffs = None

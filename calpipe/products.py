@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from calpipe.physics import flags as fl
+from calpipe.physics.calibrate import channel_blocks
 
 #: the SKYDIFF fields of a CalibrationResult: all set, or all None
 SKYDIFF_FIELDS = ("skydiff", "skydiff_current_scan", "skydiff_current_off",
@@ -30,7 +31,7 @@ class CalibrationResult:
     weight: np.ndarray  # [C, R, A, S_on] f4
     t_rec: np.ndarray  # [C, R, A] f4
     gamma: np.ndarray  # [C, R, A] f4
-    tau_signal: np.ndarray  # [C] or [C, R, A] f4
+    tau_signal: np.ndarray  # [C] or [C, R, A] f4; per-pair fit (issue 14): [C(, R, A), S_on]
     tau_image: np.ndarray
     tr_signal: np.ndarray  # [C, S_on] or [C, R, A, S_on] f4
     tr_image: np.ndarray
@@ -59,6 +60,12 @@ class CalibrationResult:
     skydiff_ref_off: np.ndarray | None = None  # [K] i4
     skydiff_ref_mjd: np.ndarray | None = None  # [K] f8
 
+    def atmosphere_layout(self) -> tuple[bool, bool]:
+        """(per_pixel, per_pair) of the atmosphere arrays: tr is [C, R, A, S_on] per pixel,
+        tau has an S_on axis per pair."""
+        per_pixel = self.tr_signal.ndim == 4
+        return per_pixel, self.tau_signal.ndim == (4 if per_pixel else 2)
+
     def check(self) -> None:
         """Shapes, dtypes and the NaN/flag contract; raises ValueError (a bug, not data)."""
         c, d, r, a, s = self.spectra.shape
@@ -76,8 +83,8 @@ class CalibrationResult:
         k = self.atm_fit_observed_k.shape[-1] if self.atm_fit_observed_k.ndim == 2 else -1
         expect["atm_fit_observed_k"] = ((c, k), np.float32)
         expect["atm_fit_model_k"] = ((c, k), np.float32)
-        per_pixel = self.tau_signal.ndim == 3
-        tau_shape = (c, r, a) if per_pixel else (c,)
+        per_pixel, per_pair = self.atmosphere_layout()
+        tau_shape = (c,) + ((r, a) if per_pixel else ()) + ((s,) if per_pair else ())
         tr_shape = (c, r, a, s) if per_pixel else (c, s)
         for name in ("tau_signal", "tau_image"):
             expect[name] = (tau_shape, np.float32)
@@ -99,10 +106,11 @@ class CalibrationResult:
             if arr.shape != shape or arr.dtype != dtype:
                 raise ValueError(f"scan {self.scan}: L1 array {name} is {arr.dtype}{arr.shape}, "
                                  f"expected {np.dtype(dtype)}{shape}")
-        blank = (self.flags & fl.BLANKING) != 0
-        may_blank = (self.flags & (fl.BLANKING | fl.LOW_TRANSMISSION)) != 0
-        if np.any(np.isnan(self.spectra) & ~may_blank):
-            raise ValueError(f"scan {self.scan}: NaN in spectra without a BAD_CHANNEL, "
-                             "FILL_VALUE or LOW_TRANSMISSION flag")
-        if not np.all(np.isnan(self.spectra[blank])):
-            raise ValueError(f"scan {self.scan}: flagged samples are not NaN in spectra")
+        for block in channel_blocks(c):  # block by block: small boolean temporaries
+            spectra, flags = self.spectra[block], self.flags[block]
+            nan = np.isnan(spectra)
+            if np.any(nan & ((flags & (fl.BLANKING | fl.LOW_TRANSMISSION)) == 0)):
+                raise ValueError(f"scan {self.scan}: NaN in spectra without a BAD_CHANNEL, "
+                                 "FILL_VALUE or LOW_TRANSMISSION flag")
+            if np.any(~nan & ((flags & fl.BLANKING) != 0)):
+                raise ValueError(f"scan {self.scan}: flagged samples are not NaN in spectra")

@@ -87,10 +87,16 @@ def atmosphere_fit_diagnostic(model: SkyModel, s_obs: np.ndarray, weight: np.nda
     """Pixel-averaged observed and model sky-minus-hot per OFF, [C, K] each (K).
 
     s_obs, weight: [C, R, A, K] as used by the fit (weight 0 where unusable); pwv_mm [Rp, Ap]
-    ((1, 1) for the joint fit). Both are weight-averaged over pixels; ``observed`` is NaN
-    where no pixel is usable, ``model`` falls back to the plain pixel mean there.
+    ((1, 1) for the joint fit), or [Rp, Ap, K] for the per-pair fit. Both are weight-averaged
+    over pixels; ``observed`` is NaN where no pixel is usable, ``model`` falls back to the
+    plain pixel mean there.
     """
     n_c, n_r, n_a, n_k = s_obs.shape
+    if pwv_mm.ndim == 3:  # per-pair fit (issue 14): each OFF at its own pwv [Rp, Ap, K]
+        columns = [atmosphere_fit_diagnostic(model, s_obs, weight, t_hot_eff, pwv_mm[..., k])
+                   for k in range(n_k)]
+        return (np.stack([obs[:, k] for k, (obs, _) in enumerate(columns)], axis=1),
+                np.stack([mod[:, k] for k, (_, mod) in enumerate(columns)], axis=1))
     if pwv_mm.shape == (1, 1):
         m_pix = np.broadcast_to(model.s_mod(float(pwv_mm[0, 0]), t_hot_eff), s_obs.shape)
     else:

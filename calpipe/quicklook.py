@@ -311,7 +311,7 @@ def _data_panel(fig: Any, ax: Any, xa: XAxis, data: dict[str, Any]) -> None:
     attrs = data["attrs"]
     n_c, n_d, n_r, n_a, n_s = data["shape"]
     q = str((attrs.get("scale") or {}).get("quantity") or "T_A*")  # issue 14: T_mb scale
-    if attrs.get("mode") == "otf":
+    if attrs.get("mode") in ("otf", "otf-chopped"):
         w = _bin_channels(data["waterfall"], MAX_IMAGE_CHANNELS)  # [C', rows]
         rows = w.shape[1]
         step = int(np.ceil(rows / MAX_IMAGE_ROWS))

@@ -53,7 +53,7 @@ class SimulationConfig:
     n_receivers: int = 2
     n_arrays: int = 4
     n_on_tp: int = 2  # TP: OFF ON OFF ON OFF
-    n_on_otf: int = 3  # OTF: OFF ON ON ON OFF
+    n_on_otf: int = 3  # OTF: OFF ON ON ON OFF; otf-chopped: rows per beam
     frequency_ghz: float = 230.538  # signal sky frequency at the reference channel
     if_ghz: float = 6.0  # image = signal - 2 IF
     bandwidth_ghz: float = 1.0
@@ -66,6 +66,9 @@ class SimulationConfig:
     sideband_ratio_slope: float = 0.0
     sideband_ratio_pixel_spread: float = 0.0
     pwv_mm: float = 1.0
+    # issue 14 (per-pair atmosphere): pwv changes linearly in time, pwv(t) = pwv_mm + rate x
+    # (t - mjd_start) in hours, each subscan at the pwv of its mid-time
+    pwv_rate_mm_per_hour: float = 0.0
     elevation_start_deg: float = 60.0
     elevation_end_deg: float = 40.0
     pamb_hpa: float = 550.0
@@ -80,6 +83,9 @@ class SimulationConfig:
     # True: the drift restarts at every load scan (a sawtooth); False: it runs from mjd_start
     # through the whole session, so consecutive load scans see it (issue 14 item 2)
     gain_drift_reset: bool = True
+    # fractional receiver-temperature change per hour since mjd_start, every dump at its own
+    # T_rec (issue 14: calibration_select: linear interpolates T_rec between snapshots)
+    t_rec_drift_per_hour: float = 0.0
     fill_fraction: float = 0.0  # fraction of ON dump spectra replaced by the int32 fill value
     dead_channels: int = 0  # channels per pixel with constant counts (bad: HOT == COLD)
     line_peak_k: float = 2.0  # T_A* peak of the line (K)
@@ -103,6 +109,13 @@ class SimulationConfig:
     frontend_backend: str = ""
     eta_mb: float = 1.0
     gain_curves: tuple[tuple[float, ...], ...] = ()
+    # issue 14, mode "otf-chopped" (dual beam switch, docs/simulation.md): the chopper-beam
+    # imbalance eps(c) = beam_imbalance_k sin(5 pi x + 0.3) K (T_A* units), added to chop
+    # phase 1; sky_fluctuation: fractional rms of T'_sky per dump, the same in both chop
+    # phases of a dump, zero mean over the dumps of a subscan
+    beam_imbalance_k: float = 0.0
+    sky_fluctuation: float = 0.0
+    chop_throw_deg: float = 0.1
 
     @property
     def gs_xs(self) -> float:
@@ -127,6 +140,9 @@ class SimulationConfig:
             raise ValueError("need n_scans >= 2 and load_every >= 2")
         if self.zarr_format not in (2, 3):
             raise ValueError("zarr_format must be 2 or 3")
+        hours = self.n_scans * self.scan_seconds / 3600.0
+        if self.pwv_mm + min(0.0, self.pwv_rate_mm_per_hour) * hours <= 0:
+            raise ValueError("pwv_rate_mm_per_hour: the pwv would fall to 0 in the session")
         if not 0 < self.eta_mb <= 1:
             raise ValueError("eta_mb must be in (0, 1]")
         if len(self.gain_curves) not in (0, 1, self.n_arrays):
@@ -317,7 +333,8 @@ def _scan_attrs(cfg: SimulationConfig, plan: ScanPlan) -> dict[str, Any]:
     return {
         "scan_number": plan.scan,
         "source": "SIM-CLOUD" if plan.kind != "load" else "LOAD",
-        "instmode": {"tp": "TP", "otf": "OTF", "load": "CAL"}[plan.kind],
+        "instmode": {"tp": "TP", "otf": "OTF", "otf-chopped": "OTF-DBS",
+                     "load": "CAL"}[plan.kind],
         "line": "CO(2-1)",
         "rest_freq_hz": cfg.frequency_ghz * 1e9,
         "telescope": cfg.telescope,
@@ -348,6 +365,26 @@ def sky_ripple(cfg: SimulationConfig, plan: ScanPlan) -> np.ndarray:
             * np.sin(2 * np.pi * cfg.sky_ripple_periods * c / cfg.n_channels))
 
 
+def subscan_pwv(cfg: SimulationConfig, subscan_mjd: np.ndarray) -> np.ndarray:
+    """pwv [S] of subscans starting at ``subscan_mjd``: pwv_mm + rate x hours from mjd_start
+    to the subscan's mid-time."""
+    mid = np.asarray(subscan_mjd, dtype=np.float64) + cfg.n_dumps * cfg.exptime_s / 2 / 86400
+    return cfg.pwv_mm + cfg.pwv_rate_mm_per_hour * (mid - cfg.mjd_start) * 24.0
+
+
+def _column(values: np.ndarray, s: int) -> np.ndarray:
+    """[C] or [C, S] -> [C] (subscan s)."""
+    return values if values.ndim == 1 else values[:, s]
+
+
+def _t_rec_dsb(cfg: SimulationConfig, inst: _Instrument, t_mjd: np.ndarray) -> np.ndarray:
+    """T'_rec [C, D, R, A] at dump times t [D] ([C, 1, R, A] without a T_rec drift)."""
+    if cfg.t_rec_drift_per_hour == 0:
+        return inst.t_rec_dsb[:, None]
+    factor = 1.0 + cfg.t_rec_drift_per_hour * (t_mjd - cfg.mjd_start) * 24.0
+    return inst.t_rec_dsb[:, None] * factor[None, :, None, None]
+
+
 def _dump_times(start: float, cfg: SimulationConfig) -> np.ndarray:
     return start + (np.arange(cfg.n_dumps) + 0.5) * cfg.exptime_s / 86400.0
 
@@ -366,6 +403,8 @@ def _to_counts(expected: np.ndarray, cfg: SimulationConfig, rng: np.random.Gener
 
 
 def _subscan_layout(kind: str, cfg: SimulationConfig) -> list[str]:
+    if kind == "otf-chopped":  # per row: nod A (source in chop phase 1), nod B (phase 2)
+        return ["SWA-ON", "SWA-OFF", "SWB-ON", "SWB-OFF"] * cfg.n_on_otf
     if kind == "tp":
         modes = ["OFF"]
         for _ in range(cfg.n_on_tp):
@@ -404,7 +443,8 @@ def _write_loads(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: Sca
     for s, mode in enumerate(modes):
         t_eff = inst.t_hot_eff if mode == "HOT" else inst.t_cold_eff
         g = _gain(cfg, inst, plan, _dump_times(meta["mjd"][s], cfg))
-        expected = g * (inst.t_rec_dsb[:, None] + as_cube(t_eff)[:, None])
+        t_rec = _t_rec_dsb(cfg, inst, _dump_times(meta["mjd"][s], cfg))
+        expected = g * (t_rec + as_cube(t_eff)[:, None])
         counts[..., s] = _to_counts(expected, cfg, rng, inst.dead)
     cal = group.create_group("calibration")
     _write(cal, "data_5d", counts, ("C", "D", "R", "A", "S"))
@@ -423,6 +463,10 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
     start = plan.start_mjd + (2 * (cfg.n_dumps * cfg.exptime_s + 2.0) / 86400.0
                               if plan.own_calibration else 0.0)
     meta = _metadata(cfg, inst, plan, n, start)
+    chopped = plan.kind == "otf-chopped"
+    if chopped:  # the two chop phases of a nod position are simultaneous subscans
+        sub_seconds = cfg.n_dumps * cfg.exptime_s + 2.0
+        meta["mjd"] = start + (np.arange(n) // 2) * sub_seconds / 86400.0
     el, tamb = meta["elevation"].astype(float), meta["tamb"].astype(float)
     if inst.per_subscan:
         a = 1.0 / np.sin(el)
@@ -431,9 +475,15 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
     else:
         slab_sig, slab_img = inst.slab_sig, inst.slab_img
     model = SkyModel(inst.sky, slab_sig, slab_img, el, tamb, use_model_t_atm=True)
-    tsky = model.tsky_pix(cfg.pwv_mm)  # [C, Rw, Aw, S]
-    tau_s, _ = slab_sig.evaluate(cfg.pwv_mm)
-    tau_s = tau_s if tau_s.ndim == 2 else tau_s[:, None]
+    pwv = subscan_pwv(cfg, meta["mjd"])  # [S]
+    if cfg.pwv_rate_mm_per_hour == 0:
+        tsky = model.tsky_pix(cfg.pwv_mm)  # [C, Rw, Aw, S]
+        tau_s, _ = slab_sig.evaluate(cfg.pwv_mm)
+        tau_s = tau_s if tau_s.ndim == 2 else np.repeat(tau_s[:, None], n, axis=1)
+    else:  # each subscan at its own pwv
+        tsky = np.stack([model.tsky_pix(float(p))[..., s] for s, p in enumerate(pwv)], -1)
+        tau_s = np.stack([_column(slab_sig.evaluate(float(p))[0], s)
+                          for s, p in enumerate(pwv)], axis=1)
     tr_s = np.exp(-tau_s / np.sin(el)[None, :])  # [C, S]
     on = [s for s, m in enumerate(modes) if m.endswith("ON")]
     c, d, r, a = cfg.n_channels, cfg.n_dumps, cfg.n_receivers, cfg.n_arrays
@@ -443,12 +493,37 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
     otf_lat = np.zeros((d, n))
     pix_amp = (1.0 + 0.1 * np.arange(r)[:, None] - 0.05 * np.arange(a)[None, :])  # [R, A]
     profile = _line_profile(cfg, 0.5 + 0.1 * rng.uniform(-1, 1))
+    x = (np.arange(c) - inst.ref_channel) / c
+    eps = cfg.beam_imbalance_k * np.sin(5.0 * np.pi * x + 0.3) if chopped else np.zeros(c)
+    fluct = np.zeros((d, n))  # fractional sky fluctuation per dump, shared by a chop pair
+    if chopped and cfg.sky_fluctuation:
+        z = rng.standard_normal((d, n // 2))
+        z -= z.mean(axis=0, keepdims=True)
+        fluct = np.repeat(cfg.sky_fluctuation * z, 2, axis=1)
     ripple = sky_ripple(cfg, plan)  # [C] K
     for s, mode in enumerate(modes):
         g = _gain(cfg, inst, plan, _dump_times(meta["mjd"][s], cfg))
-        sky = (inst.t_rec_dsb[:, None] + tsky[..., s][:, None]
-               + ripple[:, None, None, None])  # [C, 1, R, A]
-        if mode.endswith("ON"):
+        t_rec = _t_rec_dsb(cfg, inst, _dump_times(meta["mjd"][s], cfg))  # [C, D or 1, R, A]
+        sky = t_rec + tsky[..., s][:, None] + ripple[:, None, None, None]
+        if chopped:  # dual beam switch: phase 1 = SWA-ON and SWB-OFF, phase 2 = the others
+            sky = sky + tsky[..., s][:, None] * fluct[None, :, s, None, None]
+            phase1 = mode in ("SWA-ON", "SWB-OFF")
+            row = s // 4
+            otf_lon[:, s] = np.linspace(-0.05, 0.05, d) * (1 if row % 2 == 0 else -1)
+            otf_lat[:, s] = -0.02 + 0.02 * row
+            if mode.endswith("OFF"):  # the other chop beam: a throw away from the track
+                otf_lon[:, s] += cfg.chop_throw_deg * (1 if mode == "SWA-OFF" else -1)
+            signal = np.broadcast_to(eps[:, None, None, None] if phase1 else 0.0,
+                                     (c, d, r, a)).copy()
+            if mode.endswith("ON"):
+                spatial = np.exp(-0.5 * (otf_lon[:, s]**2 + otf_lat[:, s]**2) / 0.03**2)
+                ta = (cfg.line_peak_k * profile[:, None, None, None]
+                      * spatial[None, :, None, None] * pix_amp[None, None])
+                ta_truth[..., on.index(s)] = ta
+                signal += ta
+            expected = g * (sky + inst.w3[:, None] * cfg.f_eff * tr_s[:, s, None, None, None]
+                            * signal)
+        elif mode.endswith("ON"):
             k = on.index(s)
             if plan.kind == "otf":
                 lon = np.linspace(-0.05, 0.05, d) * (1 if k % 2 == 0 else -1)
@@ -474,7 +549,7 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
     _write_strings(src, "sobsmode", modes)
     for name, values in meta.items():
         _write(src, name, values, ("S",))
-    if plan.kind == "otf":
+    if plan.kind in ("otf", "otf-chopped"):
         _write(src, "otf_lon", otf_lon, ("D", "S"))
         _write(src, "otf_lat", otf_lat, ("D", "S"))
     else:
@@ -502,6 +577,15 @@ def _write_science(group: Any, cfg: SimulationConfig, inst: _Instrument, plan: S
         _write(tg, "tr_signal", tr_s[:, on], ("C", "S_on"))
         if cfg.sky_ripple_k_per_hour:
             _write(tg, "sky_ripple", ripple, ("C",))
+        _write(tg, "pwv_mm", pwv, ("S",))  # issue 14: each subscan's pwv
+        if chopped:  # issue 14: what each beam's calibration gives, T_A* + sign eps
+            beam = [modes[s][2] for s in on]
+            sign = np.array([1.0 if b == "A" else -1.0 for b in beam])
+            tg.attrs.update({"beam": beam, "partner": [s + 1 for s in on]})
+            _write(tg, "imbalance_k", eps, ("C",))
+            _write(tg, "ta_star_beam", ta_truth + eps[:, None, None, None, None] * sign,
+                   ("C", "D", "R", "A", "S_on"))
+            _write(tg, "sky_fluctuation", fluct, ("D", "S"))
         if tsky.shape[1:3] == (1, 1):
             _write(tg, "t_sky_eff", tsky[:, 0, 0], ("C", "S"))
         else:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from calpipe import (
+    dbs,  # issue 14: OTF-chopped / dual beam switch, the beams in L1 and the pair merge
     nod,  # issue 16: vane (VANE/SKY) calibration of Nod scans
     qa,
     telescopes,  # issue 14: telescope profiles
@@ -37,16 +38,33 @@ from calpipe.physics.atmosphere import (
     SkyInputs,
     SkyModel,
     fit_pwv,
+    fit_pwv_per_off,
     observed_sky_minus_hot,
+    only_off,
+    pwv_error_per_on,
+    pwv_per_on,
     pwv_uncertainty,
     residual_rms,
     scale_uncertainty,
     transmissions,
 )
 from calpipe.physics.calibrate import calibrate_full, check_usable
-from calpipe.physics.loads import BadChannelRule, CalibrationLoadFull, resolve_loads
+from calpipe.physics.loads import (
+    BadChannelRule,
+    CalibrationLoadFull,
+    interpolate_loads,
+    resolve_loads,
+)
 from calpipe.physics.radiometry import PhysicsConstants
-from calpipe.physics.reference import PreparedData, prepare_references, subscan_midtimes
+from calpipe.physics.reference import (
+    CHOPPED,
+    PreparedData,
+    check_pair_dumps,
+    detect_mode,
+    prepare_chopped,
+    prepare_references,
+    subscan_midtimes,
+)
 from calpipe.physics.skydiff import SkyDiffResult, SkyHistory
 from calpipe.products import CalibrationResult
 
@@ -194,6 +212,9 @@ def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig,
     if config.calibration_select == "nearest" and next_cal is not None:
         cal = _nearest_snapshot(scan, cal, next_cal)
     load = _resolve_snapshot(scan, cal, config)
+    if config.calibration_select == "linear" and next_cal is not None:
+        return interpolate_loads(load, _resolve_snapshot(scan, next_cal, config),
+                                 _snapshot_weight(scan, cal, next_cal))
     if not config.gain_interpolate:
         return load
     if next_cal is None:
@@ -213,15 +234,41 @@ def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig,
                                drift_t1_mjd=t1, drift_scan=int(next_cal.scan))
 
 
-def _nearest_snapshot(scan: ScanData, cal: CalibrationSnapshot,
-                      next_cal: CalibrationSnapshot) -> CalibrationSnapshot:
-    """Of the two snapshots the one whose mean dump time is nearer the scan's (ties: the
-    scan's own lloadsn snapshot)."""
+def snapshot_digests(cal: CalibrationSnapshot, next_cal: CalibrationSnapshot | None,
+                     load: CalibrationLoadFull) -> dict[str, Any]:
+    """The provenance of the loads: content digest and scan of the snapshot used, and of the
+    next snapshot when it entered the result too (gain drift, linear selection)."""
+    used = cal
+    if next_cal is not None and load.cal_scan == next_cal.scan != cal.scan:
+        used = next_cal  # calibration_select: nearest
+    out: dict[str, Any] = {"calibration": used.content_digest,
+                           "calibration_scan": int(used.scan)}
+    if next_cal is not None and (load.linear_scan is not None or load.drift_scan is not None):
+        out.update(next_calibration=next_cal.content_digest,
+                   next_calibration_scan=int(next_cal.scan))
+    return out
+
+
+def _snapshot_weight(scan: ScanData, cal: CalibrationSnapshot,
+                     next_cal: CalibrationSnapshot) -> float:
+    """u = (t_scan - t_0) / (t_1 - t_0) with the mean dump times of the scan and of the two
+    snapshots (not clipped)."""
     m = scan.meta
     t_scan = float(np.mean(gain.dump_times(m.mjd, m.exptime, scan.counts.shape[1])))
     t0 = gain.snapshot_time(cal.meta.mjd, cal.meta.exptime, cal.counts.shape[1])
     t1 = gain.snapshot_time(next_cal.meta.mjd, next_cal.meta.exptime, next_cal.counts.shape[1])
-    return next_cal if abs(t1 - t_scan) < abs(t0 - t_scan) else cal
+    if not t1 > t0:
+        raise MetadataError(f"the next calibration snapshot (scan {next_cal.scan}, MJD "
+                            f"{t1:.6f}) is not after the scan's own (MJD {t0:.6f})",
+                            scan=scan.scan, array="calibration/mjd")
+    return (t_scan - t0) / (t1 - t0)
+
+
+def _nearest_snapshot(scan: ScanData, cal: CalibrationSnapshot,
+                      next_cal: CalibrationSnapshot) -> CalibrationSnapshot:
+    """Of the two snapshots the one whose mean dump time is nearer the scan's (ties: the
+    scan's own lloadsn snapshot)."""
+    return next_cal if _snapshot_weight(scan, cal, next_cal) > 0.5 else cal
 
 
 def _resolve_snapshot(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig
@@ -263,11 +310,17 @@ def prepare(scan: ScanData, config: CalibrationConfig) -> PreparedData:
         prepared = nod.prepare_nod(scan)  # BEAM1 / BEAM2: each the other's reference
         prepared.check()
         return prepared
-    prepared = prepare_references(
-        scan=scan.scan, counts=scan.counts, sobsmode=scan.meta.sobsmode, mjd=scan.meta.mjd,
-        exptime=scan.meta.exptime, instmode=str(scan.attrs.get("instmode", "")),
-        mode=config.mode, method=config.reference,
-    )
+    instmode = str(scan.attrs.get("instmode", ""))
+    if detect_mode(scan.meta.sobsmode, instmode, config.mode) == CHOPPED:  # issue 14: DBS
+        prepared = prepare_chopped(scan=scan.scan, counts=scan.counts,
+                                   sobsmode=scan.meta.sobsmode, mjd=scan.meta.mjd,
+                                   exptime=scan.meta.exptime)
+    else:
+        prepared = prepare_references(
+            scan=scan.scan, counts=scan.counts, sobsmode=scan.meta.sobsmode, mjd=scan.meta.mjd,
+            exptime=scan.meta.exptime, instmode=instmode, mode=config.mode,
+            method=config.reference,
+        )
     scan.require_subscans(prepared.off_index, "prepare")
     check_has_data(scan.scan, scan.subscan_valid, prepared.off_index.tolist(),
                    what="OFF subscan ")
@@ -436,6 +489,10 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
     n_used = int((weight > 0).any(axis=3).sum())
     rp, ap = (load.gamma.shape[1], load.gamma.shape[2]) if config.pwv_per_pixel else (1, 1)
     method, message, converged, iterations = "fit", "", True, 0
+    grid: dict[str, Any] = {"grid_min": config.pwv_grid_min_mm, "grid_max": config.pwv_grid_max_mm,
+            "grid_points": config.pwv_grid_points, "max_iter": config.pwv_newton_max_iter,
+            "tol": config.pwv_newton_tol}
+    pwv_off: np.ndarray | None = None  # [Rp, Ap, K]: the per-pair fit (issue 14)
     if config.pwv_fixed_mm is not None:
         method, converged = "fixed", False  # no fit ran
         pwv = np.full((rp, ap), float(config.pwv_fixed_mm))
@@ -446,35 +503,62 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
             raise AtmosphereError("no good channel in any OFF subscan to fit pwv", scan=scan,
                                   array="source/data_5d")
         try:
-            pwv, rms, converged, iterations = fit_pwv(
-                scan=scan, model=model, s_obs=s_obs, weight=weight, t_hot_eff=load.t_hot_eff,
-                per_pixel=config.pwv_per_pixel, grid_min=config.pwv_grid_min_mm,
-                grid_max=config.pwv_grid_max_mm, grid_points=config.pwv_grid_points,
-                max_iter=config.pwv_newton_max_iter, tol=config.pwv_newton_tol)
+            if config.pwv_per_pair:
+                fit = fit_pwv_per_off(scan=scan, model=model, s_obs=s_obs, weight=weight,
+                                      t_hot_eff=load.t_hot_eff, per_pixel=config.pwv_per_pixel,
+                                      off_subscans=off, **grid)
+                pwv_off, rms = fit.pwv_mm, fit.residual_rms_k
+                pwv, converged, iterations = pwv_off.mean(axis=-1), fit.converged, fit.n_iterations
+            else:
+                pwv, rms, converged, iterations = fit_pwv(
+                    scan=scan, model=model, s_obs=s_obs, weight=weight,
+                    t_hot_eff=load.t_hot_eff, per_pixel=config.pwv_per_pixel, **grid)
         except AtmosphereError as exc:
             if config.pwv_fallback_mm is None:
                 raise
             log.warning("scan %d: %s; using the fallback pwv %.3f mm", scan, exc.detail,
                         config.pwv_fallback_mm)
             method, message, converged = "fallback", exc.detail, False
-            pwv = np.full((rp, ap), float(config.pwv_fallback_mm))
+            pwv, pwv_off = np.full((rp, ap), float(config.pwv_fallback_mm)), None
             rms = np.full((rp, ap), residual_rms(model, s_obs, weight, load.t_hot_eff,
                                                  float(config.pwv_fallback_mm)))
+    # per pair: each ON at the pwv of its reference, interpolated like the reference counts
+    pwv_on = (None if pwv_off is None else
+              pwv_per_on(pwv_off, prepared.ref_lo, prepared.ref_hi, prepared.ref_weight))
     # QA (issue 8): compact fit diagnostic for the quick-look, stored in L1
-    fit_obs, fit_mod = qa.atmosphere_fit_diagnostic(model, s_obs, weight, load.t_hot_eff, pwv)
+    fit_obs, fit_mod = qa.atmosphere_fit_diagnostic(model, s_obs, weight, load.t_hot_eff,
+                                                    pwv if pwv_off is None else pwv_off)
+    pwv_used = pwv if pwv_on is None else pwv_on
     try:
-        tau_s, tr_s = transmissions(slabs.sig_on, pwv, geometry.elevation[on])
-        tau_i, tr_i = transmissions(slabs.img_on, pwv, geometry.elevation[on])
+        tau_s, tr_s = transmissions(slabs.sig_on, pwv_used, geometry.elevation[on])
+        tau_i, tr_i = transmissions(slabs.img_on, pwv_used, geometry.elevation[on])
     except CalibrationError as exc:
         raise AtmosphereError(exc.detail, scan=scan, array="pwv") from exc
     # uncertainties (issue 13): absolute radiometer weights of S_obs, 1/sigma^2 =
     # dnu t_off / T_total^2 (the fit's relative weight is 1 / T_total^2)
     pwv_err = np.full((rp, ap), np.nan)
+    pwv_on_err: np.ndarray | None = None
     if method == "fit" and load.nu_sig.size > 1:
         dnu = float(np.abs(np.diff(load.nu_sig)).mean())
-        pwv_err, _ = pwv_uncertainty(model, s_obs, weight * dnu * prepared.off_time_s,
-                                     load.t_hot_eff, pwv, config.pwv_per_pixel)
-    scale_err = scale_uncertainty(slabs.sig_on, pwv, pwv_err, geometry.elevation[on])
+        abs_weight = weight * dnu * prepared.off_time_s
+        if pwv_off is None:
+            pwv_err, _ = pwv_uncertainty(model, s_obs, abs_weight, load.t_hot_eff, pwv,
+                                         config.pwv_per_pixel)
+        else:  # each OFF's fit alone; the ON errors as interpolated
+            err_off = np.stack([pwv_uncertainty(model, s_obs, only_off(abs_weight, k),
+                                                load.t_hot_eff, pwv_off[..., k],
+                                                config.pwv_per_pixel)[0]
+                                for k in range(off.size)], axis=-1)
+            pwv_on_err = pwv_error_per_on(err_off, prepared.ref_lo, prepared.ref_hi,
+                                          prepared.ref_weight)
+            pwv_err = pwv_on_err.mean(axis=-1)
+    elif pwv_on is not None:
+        pwv_on_err = np.full(pwv_on.shape, np.nan)
+    if pwv_on is not None:
+        pwv = pwv_on.mean(axis=-1)  # the scan's summary: the mean over the ONs
+    scale_err = scale_uncertainty(slabs.sig_on, pwv_used,
+                                  pwv_err if pwv_on_err is None else pwv_on_err,
+                                  geometry.elevation[on])
     result = AtmosphereResult(
         scan=scan, method=method, per_pixel=config.pwv_per_pixel, pwv_mm=pwv,
         tau_signal=tau_s, tau_image=tau_i, tr_signal=tr_s, tr_image=tr_i,
@@ -484,6 +568,8 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
         table_digest=slabs.digest,
         message="; ".join(x for x in (message, slabs.note) if x), fit_observed_k=fit_obs,
         fit_model_k=fit_mod, pwv_err_mm=pwv_err, scale_uncertainty=scale_err,
+        per_pair=pwv_on is not None, pwv_off_mm=pwv_off, pwv_on_mm=pwv_on,
+        pwv_on_err_mm=pwv_on_err,
     )
     result.check()
     return result
@@ -518,7 +604,8 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
     config = CalibrationConfig() if config is None else config
     config, profile_attrs = telescope_config(scan, config)
     on = prepared.on_index
-    scan.require_subscans(on, "calibrate")
+    scan.require_subscans(prepared.read_index, "calibrate")
+    check_pair_dumps(scan.scan, scan.counts, prepared)  # otf-chopped: both phases of a dump
     if prepared.mode == "nod":  # T_sys (ON - REF) / REF with the vane T_sys (calpipe.nod)
         if _drift(load) is not None:
             raise MetadataError("gain_interpolate is not available for Nod scans",
@@ -526,12 +613,17 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         arrays = nod.calibrate_nod_arrays(scan, load, prepared)
     else:
         counts, on_index, c_ref = scan.counts, on, prepared.c_ref
+        ref_index = prepared.ref_per_dump  # otf-chopped: dump d of the chop partner
         drift = _drift(load)
         if drift is not None:  # issue 14: ON and OFF counts at the gain of the load snapshot
             n_d = scan.counts.shape[1]
-            times = gain.dump_times(scan.meta.mjd[on], scan.meta.exptime[on], n_d)
-            on_index = np.arange(on.size)
-            counts = gain.correct_counts(scan.counts[..., on], times, drift, on_index)
+            sel = prepared.read_index  # the ONs (and their per-dump references)
+            times = gain.dump_times(scan.meta.mjd[sel], scan.meta.exptime[sel], n_d)
+            counts = gain.correct_counts(scan.counts[..., sel], times, drift,
+                                         np.arange(sel.size))
+            on_index = np.searchsorted(sel, on)
+            if ref_index is not None:
+                ref_index = np.searchsorted(sel, ref_index)
             off_mean = _drift_corrected_off(drift, prepared, scan.meta.mjd, scan.meta.exptime,
                                             n_d)
             w = prepared.ref_weight
@@ -540,7 +632,7 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         arrays = calibrate_full(
             counts, on_index, c_ref, load.gamma, load.bad_channel, load.w_s,
             load.f_eff, atm.tr_signal, float(scan.meta.freq_res[0]), scan.meta.exptime[on],
-            ref_factor=prepared.reference_variance_factor(),
+            ref_factor=prepared.reference_variance_factor(), ref_index=ref_index,
             noise_bandwidth_factor=config.noise_bandwidth_factor,
             min_transmission=config.min_transmission,
             blank_low_transmission=config.blank_low_transmission,
@@ -571,6 +663,8 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         attrs["telescope_profile"] = profile_attrs
     if prepared.mode == "nod":
         attrs["nod"] = nod.nod_attrs(scan, load, prepared, arrays)
+    if prepared.beam is not None:  # issue 14: otf-chopped, beams A and B
+        attrs["dbs"] = dbs.dbs_attrs(prepared, config.dbs_merge)
     # QA (issue 8, calpipe.qa): sets TSYS_OUTLIER in arrays.flags, metrics -> attrs["qa"]
     blank_bits = fl.BLANKING | (fl.LOW_TRANSMISSION if config.blank_low_transmission else 0)
     attrs["qa"].update(qa.assess_scan(arrays.spectra, arrays.flags, arrays.t_sys,
@@ -581,7 +675,7 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
     if skydiff is not None:
         attrs["skydiff"] = {"depth": skydiff.depth, "n_diffs": skydiff.n_diffs,
                             "formula": sky.FORMULA}
-    return CalibrationResult(
+    result = CalibrationResult(
         **_skydiff_fields(skydiff),
         scan=scan.scan, mode=prepared.mode, spectra=arrays.spectra, flags=arrays.flags,
         t_sys=arrays.t_sys, weight=arrays.weight, t_rec=load.t_rec.astype(np.float32),
@@ -601,6 +695,9 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         scale_uncertainty=(None if atm.scale_uncertainty is None
                            else atm_array(atm.scale_uncertainty)),
     )
+    if prepared.beam is not None and config.dbs_merge:  # issue 14: (T_A + T_B) / 2
+        result = dbs.merge_result(result, prepared)
+    return result
 
 
 def _skydiff_fields(result: SkyDiffResult | None) -> dict[str, Any]:
@@ -685,11 +782,26 @@ def _nan_stat(func: Any, values: np.ndarray | None) -> float | None:
     return float(func(values[np.isfinite(values)]))
 
 
+def _pixel_list(values: np.ndarray | None, per_pixel: bool) -> Any:
+    """[Rp, Ap, N] -> a list over N (joint fit) or nested [R][A][N] lists (NaN -> None);
+    None stays None."""
+    if values is None:
+        return None
+    if not per_pixel:
+        return [_json_number(x) for x in values[0, 0]]
+    return [[[_json_number(x) for x in pix] for pix in row] for row in values]
+
+
+def _json_number(x: Any) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
 def _shared_fraction(scan: ScanData, prepared: PreparedData) -> np.ndarray:
-    """rho[S_on] = ref_factor / (1 / t_on + ref_factor)."""
+    """rho[S_on] = shared / (1 / t_on + ref_factor); shared = ref_factor for a dump-averaged
+    reference, 0 for a per-dump one (otf-chopped)."""
     ref = prepared.reference_variance_factor()
     t_on = scan.meta.exptime[prepared.on_index].astype(np.float64)
-    return np.asarray(ref / (1.0 / t_on + ref))
+    return np.asarray(prepared.shared_variance_factor() / (1.0 / t_on + ref))
 
 
 def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
@@ -710,6 +822,11 @@ def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedDat
         "atmosphere_fit": {
             "method": atm.method,
             "per_pixel": atm.per_pixel,
+            # issue 14: per-pair fit, pwv per OFF and per ON ([R][A][K] lists per pixel)
+            "per_pair": atm.per_pair,
+            "pwv_off_mm": _pixel_list(atm.pwv_off_mm, atm.per_pixel),
+            "pwv_on_mm": _pixel_list(atm.pwv_on_mm, atm.per_pixel),
+            "pwv_on_err_mm": _pixel_list(atm.pwv_on_err_mm, atm.per_pixel),
             "residual_rms_k": atm.residual_rms_k.tolist(),
             "converged": atm.converged,
             "n_channels": atm.n_channels,
@@ -730,6 +847,11 @@ def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedDat
                       # interpolated reference): var(D-dump mean) = (1/D + rho (1 - 1/D)) / w
                       "shared_variance_fraction": _shared_fraction(scan, prepared).tolist()},
         "calibration_scan": int(load.cal_scan),
+        # issue 14: calibration_select (linear: the loads interpolated between two snapshots)
+        "calibration_select": ({"method": "linear", "scans": [int(load.cal_scan),
+                                                             int(load.linear_scan)],
+                                "weight": load.linear_weight}
+                               if load.linear_scan is not None else None),
         "instrument": {"gs_xs": _gain_attr(load.gs_xs), "gi_xi": _gain_attr(load.gi_xi),
                        "f_eff": load.f_eff, "w_s": _gain_attr(load.w_s),
                        "t_hot_k": load.t_hot, "t_cold_k": load.t_cold},

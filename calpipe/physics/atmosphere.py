@@ -48,7 +48,11 @@ class Slab(Protocol):
 class AtmosphereResult:
     """pwv, zenith opacities and transmissions of one scan.
 
-    Pixel axes (Rp, Ap) are (1, 1) for the joint fit and (R, A) for the per-pixel fit.
+    Pixel axes (Rp, Ap) are (1, 1) for the joint fit and (R, A) for the per-pixel fit. The
+    per-pair fit (issue 14) fits one pwv per OFF subscan (``pwv_off_mm`` [Rp, Ap, K]) and
+    gives each ON the pwv of its reference (``pwv_on_mm`` [Rp, Ap, S_on], interpolated like
+    the reference counts); tau is then per ON, [C, Rp, Ap, S_on], and ``pwv_mm`` /
+    ``pwv_err_mm`` are the means over the ONs.
     """
 
     scan: int
@@ -77,6 +81,11 @@ class AtmosphereResult:
     # scale uncertainty d ln T_A*/d pwv x pwv_err = A_on dtau_s/dpwv pwv_err [C, Rp, Ap, S_on]
     pwv_err_mm: np.ndarray | None = None
     scale_uncertainty: np.ndarray | None = None
+    # per-pair fit (issue 14): pwv of every OFF and of every ON (with its 1-sigma error)
+    per_pair: bool = False
+    pwv_off_mm: np.ndarray | None = None  # [Rp, Ap, K]
+    pwv_on_mm: np.ndarray | None = None  # [Rp, Ap, S_on]
+    pwv_on_err_mm: np.ndarray | None = None  # [Rp, Ap, S_on]
 
     def check(self) -> None:
         if self.tr_signal.shape != self.tr_image.shape:
@@ -85,6 +94,15 @@ class AtmosphereResult:
             return
         if not np.all(np.isfinite(self.pwv_mm)) or np.any(self.pwv_mm < 0):
             raise ValueError(f"AtmosphereResult: bad pwv {self.pwv_mm}")
+        n_on = self.tr_signal.shape[-1]
+        tau_ndim = 4 if self.per_pair else 3
+        if self.tau_signal.ndim != tau_ndim or self.tau_image.shape != self.tau_signal.shape:
+            raise ValueError(f"AtmosphereResult: tau is {self.tau_signal.shape}, expected "
+                             f"{tau_ndim} dimensions (per_pair={self.per_pair})")
+        if self.per_pair and (self.pwv_on_mm is None or self.pwv_off_mm is None
+                              or self.pwv_on_mm.shape != self.pwv_mm.shape + (n_on,)):
+            raise ValueError("AtmosphereResult: a per-pair fit needs pwv_off_mm and "
+                             "pwv_on_mm [Rp, Ap, S_on]")
 
 
 @dataclass(frozen=True)
@@ -298,6 +316,58 @@ def fit_pwv(
     return pwv, rms, converged, iterations
 
 
+def only_off(weight: np.ndarray, k: int) -> np.ndarray:
+    """The weights [C, R, A, K] of OFF k alone (the other OFFs' set to 0)."""
+    out = np.zeros_like(weight)
+    out[..., k] = weight[..., k]
+    return out
+
+
+@dataclass(frozen=True)
+class PerOffFit:
+    """The per-pair fit (issue 14): one pwv per OFF subscan."""
+
+    pwv_mm: np.ndarray  # [Rp, Ap, K]
+    residual_rms_k: np.ndarray  # [Rp, Ap]: pooled over the OFFs, each at its own pwv
+    converged: bool
+    n_iterations: int  # the most any OFF needed
+
+
+def fit_pwv_per_off(*, scan: int, model: SkyModel, s_obs: np.ndarray, weight: np.ndarray,
+                    t_hot_eff: np.ndarray, per_pixel: bool, off_subscans: np.ndarray,
+                    **grid: Any) -> PerOffFit:
+    """fit_pwv on each OFF k alone (the weights of the other OFFs set to 0): pwv_k minimises
+    chi2_k = sum_c,r,a w (S_obs,k - S_mod,k(pwv_k))^2. The residual rms is pooled:
+    sqrt(sum_k n_k rms_k^2 / sum_k n_k) over the n_k good samples of each OFF.
+
+    ``off_subscans`` [K] are the L0 subscan numbers, for the error messages.
+    """
+    n_k = s_obs.shape[-1]
+    pwvs, sq, counts = [], [], []
+    converged, iterations = True, 0
+    for k in range(n_k):
+        w_k = only_off(weight, k)
+        n_good = (w_k > 0).sum(axis=(0, 3)) if per_pixel else np.array([[(w_k > 0).sum()]])
+        if not n_good.any():
+            raise AtmosphereError(f"per-pair pwv fit: no good channel in OFF subscan "
+                                  f"{int(off_subscans[k])}", scan=scan, array="source/data_5d")
+        try:
+            pwv, rms, ok, it = fit_pwv(scan=scan, model=model, s_obs=s_obs, weight=w_k,
+                                       t_hot_eff=t_hot_eff, per_pixel=per_pixel, **grid)
+        except AtmosphereError as exc:
+            raise AtmosphereError(f"per-pair pwv fit of OFF subscan {int(off_subscans[k])}: "
+                                  f"{exc.detail}", scan=scan, array="pwv") from exc
+        pwvs.append(pwv)
+        sq.append(np.where(n_good > 0, rms, 0.0) ** 2 * n_good)
+        counts.append(n_good)
+        converged, iterations = converged and ok, max(iterations, it)
+    total = np.sum(counts, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rms_pooled = np.sqrt(np.sum(sq, axis=0) / total)
+    return PerOffFit(np.stack(pwvs, axis=-1), np.where(total > 0, rms_pooled, np.nan),
+                     converged, iterations)
+
+
 COARSE_CHANNELS = 512
 
 
@@ -386,16 +456,15 @@ def observed_sky_minus_hot(off_mean: np.ndarray, c_hot: np.ndarray, gamma: np.nd
 
 def transmissions(slab: Slab, pwv: np.ndarray, elevation_on: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Zenith tau [C, Rp, Ap] and t = exp(-tau A) [C, Rp, Ap, S_on] for pwv [Rp, Ap]."""
-    rp, ap = pwv.shape
-    taus = [[_per_on(slab.evaluate(float(pwv[r, a]))[0], elevation_on) for a in range(ap)]
-            for r in range(rp)]
-    tau_on = np.moveaxis(np.asarray(taus, dtype=np.float64), (2, 3), (0, 1))  # [C, S, Rp, Ap]
-    tau_on = np.moveaxis(tau_on, 1, 3)  # [C, Rp, Ap, S_on]
+    """Zenith tau and t = exp(-tau A) [C, Rp, Ap, S_on].
+
+    pwv [Rp, Ap] (one per scan or pixel): tau [C, Rp, Ap], the mean over the ONs (a sky
+    table's tau depends on each ON's ground temperature). pwv [Rp, Ap, S_on] (per-pair fit):
+    tau per ON, [C, Rp, Ap, S_on].
+    """
+    tau_on = _per_on_values(lambda p: slab.evaluate(p)[0], pwv, elevation_on)
     tr = np.exp(-tau_on * airmass(elevation_on)[None, None, None, :])
-    # zenith tau for L1: one value per channel (a sky table's tau depends on each ON's
-    # ground temperature: the mean over the ONs)
-    return tau_on.mean(axis=-1), tr
+    return (tau_on if pwv.ndim == 3 else tau_on.mean(axis=-1)), tr
 
 
 def _per_on(values: np.ndarray, elevation_on: np.ndarray) -> np.ndarray:
@@ -403,6 +472,42 @@ def _per_on(values: np.ndarray, elevation_on: np.ndarray) -> np.ndarray:
     if values.ndim == 1:
         return np.repeat(values[:, None], np.size(elevation_on), axis=1)
     return values
+
+
+def _per_on_values(func: Any, pwv: np.ndarray, elevation_on: np.ndarray) -> np.ndarray:
+    """func(pwv) ([C] or [C, S_on]) evaluated at every pixel's (and ON's) pwv: pwv [Rp, Ap] or
+    [Rp, Ap, S_on] -> [C, Rp, Ap, S_on]."""
+    rp, ap = pwv.shape[:2]
+    n_on = np.size(elevation_on)
+    out: np.ndarray | None = None
+    for r in range(rp):
+        for a in range(ap):
+            for j in range(n_on if pwv.ndim == 3 else 1):
+                p = float(pwv[r, a, j]) if pwv.ndim == 3 else float(pwv[r, a])
+                values = _per_on(np.asarray(func(p), dtype=np.float64), elevation_on)
+                if out is None:
+                    out = np.empty((values.shape[0], rp, ap, n_on))
+                if pwv.ndim == 3:
+                    out[:, r, a, j] = values[:, j]
+                else:
+                    out[:, r, a, :] = values
+    assert out is not None
+    return out
+
+
+def pwv_per_on(pwv_off: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndarray
+               ) -> np.ndarray:
+    """pwv of each ON from the per-OFF fits, interpolated like its reference counts:
+    pwv_on = (1 - w) pwv_off[lo] + w pwv_off[hi]; [Rp, Ap, K] -> [Rp, Ap, S_on]."""
+    return np.asarray(pwv_off[..., lo] * (1.0 - w) + pwv_off[..., hi] * w)
+
+
+def pwv_error_per_on(err_off: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndarray
+                     ) -> np.ndarray:
+    """1-sigma of pwv_per_on for independent OFF fits:
+    sqrt((1 - w)^2 err[lo]^2 + w^2 err[hi]^2) (= err[lo] where lo = hi, w = 0)."""
+    hi_term = np.where(w > 0, (w * err_off[..., hi]) ** 2, 0.0)
+    return np.asarray(np.sqrt(((1.0 - w) * err_off[..., lo]) ** 2 + hi_term))
 
 
 def pwv_uncertainty(model: SkyModel, s_obs: np.ndarray, weight: np.ndarray,
@@ -441,10 +546,9 @@ def pwv_uncertainty(model: SkyModel, s_obs: np.ndarray, weight: np.ndarray,
 def scale_uncertainty(slab: Slab, pwv: np.ndarray, pwv_err: np.ndarray,
                       elevation_on: np.ndarray) -> np.ndarray:
     """Fractional T_A* scale error [C, Rp, Ap, S_on]: T_A* ~ 1 / tr_s = exp(tau_s A), so
-    d ln T_A*/d pwv = A dtau_s/dpwv and the error is A |dtau_s/dpwv| pwv_err."""
-    rp, ap = pwv.shape
-    d = [[_per_on(slab.derivative(float(pwv[r, a]))[0], elevation_on) for a in range(ap)]
-         for r in range(rp)]
-    dtau = np.moveaxis(np.asarray(d, dtype=np.float64), (2, 3), (0, 3))  # [C, Rp, Ap, S_on]
+    d ln T_A*/d pwv = A dtau_s/dpwv and the error is A |dtau_s/dpwv| pwv_err; pwv and
+    pwv_err [Rp, Ap] or, per pair, [Rp, Ap, S_on]."""
+    dtau = _per_on_values(lambda p: slab.derivative(p)[0], pwv, elevation_on)
     a_on = airmass(elevation_on)[None, None, None, :]
-    return np.abs(dtau) * a_on * pwv_err[None, :, :, None]
+    err = pwv_err[None] if pwv_err.ndim == 3 else pwv_err[None, :, :, None]
+    return np.abs(dtau) * a_on * err

@@ -11,6 +11,11 @@ dnu_eff = noise_bandwidth_factor x |freq_res|). The reference term is common to 
 ON subscan: cov(T_A*(d), T_A*(d')) = t_sys^2 / dnu_eff * ref_factor for d != d', so the
 variance of the D-dump average is t_sys^2 / dnu_eff * [1 / (D t_on) + ref_factor].
 
+Per-dump reference (mode otf-chopped, ``ref_index``): C_REF(c, d, r, a, s) = C(c, d, r, a,
+ref_index[s]), dump d of the ON's chop partner (the two chop phases of a dump are
+simultaneous); ``c_ref`` is then that partner's dump average and serves t_sys only, and
+ref_factor = 1 / exptime of the partner (no share common to the dumps).
+
 F[C, R, A, S_on] is precomputed and broadcast over dumps. Work proceeds in blocks of channels
 only to bound temporary memory; there is no loop over pixels, dumps or subscans.
 """
@@ -60,6 +65,7 @@ def calibrate_full(
     exptime_on: np.ndarray,
     *,
     ref_factor: np.ndarray | None = None,
+    ref_index: np.ndarray | None = None,
     noise_bandwidth_factor: float = 1.0,
     min_transmission: float = 0.0,
     blank_low_transmission: bool = True,
@@ -70,7 +76,9 @@ def calibrate_full(
     c_ref [C, R, A, S_on]; gamma, bad_channel [C, R, A]; tr_signal [C, Rp, Ap, S_on] with
     (Rp, Ap) = (1, 1) or (R, A); exptime_on [S_on] s; ref_factor [S_on] 1/s (the reference's
     (1 - w)^2 / t_lo + w^2 / t_hi, PreparedData.reference_variance_factor; None = a noiseless
-    reference); noise_bandwidth_factor: dnu_eff / |freq_res|. Where tr_s < min_transmission
+    reference); ref_index [S_on]: subscans of ``counts`` whose dump d is the reference of dump
+    d of each ON (None: ``c_ref`` for every dump); noise_bandwidth_factor: dnu_eff / |freq_res|.
+    Where tr_s < min_transmission
     the samples get LOW_TRANSMISSION and, with blank_low_transmission, are NaN (t_sys and
     weight stay as computed).
     """
@@ -109,10 +117,16 @@ def calibrate_full(
         on = by_subscan[on_index, sl]  # [S_on, c, D, R, A], a copy of this block only
         fill = np.isnan(on)
         fill |= ref_missing[:, sl]
+        if ref_index is not None:  # per-dump reference: dump d of the chop partner
+            ref_dumps = by_subscan[ref_index, sl]
+            fill |= np.isnan(ref_dumps)
         np.bitwise_or(static[:, sl], fill.astype(np.uint16) * np.uint16(fl.FILL_VALUE),
                       out=flags_s[:, sl])
         # NaN propagates: a missing ON sample, a missing reference or a bad channel (F = NaN)
-        np.subtract(on, ref_s[:, sl], out=on)
+        if ref_index is not None:
+            np.subtract(on, ref_dumps, out=on)
+        else:
+            np.subtract(on, ref_s[:, sl], out=on)
         np.multiply(on, scale_s[:, sl], out=spectra_s[:, sl], casting="same_kind")
     spectra = spectra_s.transpose(1, 2, 3, 4, 0)
     flags = flags_s.transpose(1, 2, 3, 4, 0)
@@ -124,6 +138,12 @@ def calibrate_full(
     )
 
 
+def channel_blocks(n_channels: int, size: int = 256) -> list[slice]:
+    """Slices of at most ``size`` channels covering [0, n_channels): scan-wide checks run
+    block by block so that their temporaries stay small."""
+    return [slice(c, min(c + size, n_channels)) for c in range(0, n_channels, size)]
+
+
 def check_usable(scan: int, spectra: np.ndarray, flags: np.ndarray) -> None:
     """No silent false success (issue 12): the calibrated scan must hold at least one finite
     T_A* sample, and every sample that is not blanked (BAD_CHANNEL | FILL_VALUE, or
@@ -133,8 +153,16 @@ def check_usable(scan: int, spectra: np.ndarray, flags: np.ndarray) -> None:
     Raises ``NoValidDataError`` naming the cause: every ON sample missing (fill), every channel
     unusable (BAD_CHANNEL: loads, or a non-finite factor 1 / (gamma w_s f_eff tr_s)), or both.
     """
-    finite = np.isfinite(spectra)
-    if not finite.any():
+    # in channel blocks: the boolean temporaries stay small (a whole scan's would add ~4
+    # bytes per sample next to the prefetched scan)
+    any_finite, overflow = False, 0
+    for block in channel_blocks(spectra.shape[0]):
+        finite = np.isfinite(spectra[block])
+        any_finite = any_finite or bool(finite.any())
+        # LOW_TRANSMISSION samples are blanked unless blank_low_transmission is false (13)
+        blank = (flags[block] & (fl.BLANKING | fl.LOW_TRANSMISSION)) != 0
+        overflow += int(np.count_nonzero(~finite & ~blank))
+    if not any_finite:
         n = spectra.size
         fill = int(np.count_nonzero(flags & fl.FILL_VALUE))
         bad = int(np.count_nonzero(flags & fl.BAD_CHANNEL))
@@ -150,10 +178,7 @@ def check_usable(scan: int, spectra: np.ndarray, flags: np.ndarray) -> None:
         raise NoValidDataError(f"no usable sample: every T_A* is NaN ({100 * bad / n:.1f} % "
                                f"BAD_CHANNEL, {100 * fill / n:.1f} % FILL_VALUE)", scan=scan,
                                array="spectra")
-    # LOW_TRANSMISSION samples are blanked unless blank_low_transmission is false (issue 13)
-    blank = (flags & (fl.BLANKING | fl.LOW_TRANSMISSION)) != 0
-    overflow = ~finite & ~blank
-    if overflow.any():
-        raise NoValidDataError(f"{int(np.count_nonzero(overflow))} T_A* sample(s) are not "
+    if overflow:
+        raise NoValidDataError(f"{overflow} T_A* sample(s) are not "
                                "finite without a blanking flag (float32 overflow: absurd gains "
                                "or counts)", scan=scan, array="spectra")

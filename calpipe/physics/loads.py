@@ -8,6 +8,7 @@ T_rec   = T'_rec / w_s                                          (SSB)
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,10 @@ class CalibrationLoadFull:
     drift_t0_mjd: float | None = None  # mean dump mid-time of this snapshot
     drift_t1_mjd: float | None = None  # ... of the next one
     drift_scan: int | None = None  # the scan whose calibration/ group is the next snapshot
+    # calibration_select: linear (issue 14, MRTCAL's LINEAR): the loads interpolated in time
+    # between this snapshot (cal_scan) and the next one, weight of the next one
+    linear_scan: int | None = None
+    linear_weight: float | None = None
 
     @property
     def w_s(self) -> Any:
@@ -195,3 +200,33 @@ def resolve_loads(
         t_rec_dsb=t_rec_dsb, t_rec=t_rec, bad_channel=bad, gs_xs=gs_xs, gi_xi=gi_xi,
         f_eff=f_eff, physics=constants.mode,
     )
+
+
+#: the per-channel load products interpolated by calibration_select: linear
+_INTERPOLATED = ("c_hot", "c_cold", "t_hot_eff", "t_cold_eff", "gamma", "t_rec_dsb", "t_rec")
+
+
+def interpolate_loads(first: CalibrationLoadFull, second: CalibrationLoadFull, u: float
+                      ) -> CalibrationLoadFull:
+    """The loads at a time between two snapshots (IRAM MRTCAL's LINEAR selection):
+
+        X = (1 - u) X_first + u X_second     for C_hot, C_cold, T'_hot, T'_cold, gamma, T_rec
+        u = (t - t_first) / (t_second - t_first), clipped to [0, 1]
+        bad = bad_first | bad_second
+
+    Under a gain (or receiver temperature) changing linearly in time, C_hot, C_cold and gamma
+    are exact at t; T_rec is interpolated as MRTCAL does. ``cal_scan`` stays the first
+    snapshot; ``linear_scan`` / ``linear_weight`` record the second and u.
+    """
+    u = float(np.clip(u, 0.0, 1.0))
+    values: dict[str, Any] = {
+        name: (1.0 - u) * np.asarray(getattr(first, name)) + u * np.asarray(
+            getattr(second, name)) for name in _INTERPOLATED}
+    bad = first.bad_channel | second.bad_channel
+    for name in ("gamma", "t_rec_dsb", "t_rec"):
+        values[name] = np.where(bad, np.nan, values[name])
+    return dataclasses.replace(
+        first, **values, bad_channel=bad,
+        t_hot=(1.0 - u) * first.t_hot + u * second.t_hot,
+        t_cold=(1.0 - u) * first.t_cold + u * second.t_cold,
+        linear_scan=int(second.cal_scan), linear_weight=u)

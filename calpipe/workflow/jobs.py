@@ -102,7 +102,7 @@ def run_resolve(store: str, scan: int, config: CalibrationConfig, artifact: str,
     """Rule resolve: the scan's metadata and its loads -> CalibrationLoadFull."""
     from calpipe.l0 import ReadLimits, open_session
     from calpipe.pipeline import load_next_calibration
-    from calpipe.stages import resolve
+    from calpipe.stages import resolve, snapshot_digests
 
     session = open_session(store, ReadLimits.from_config(config))
     run = ScanRun(scan)
@@ -112,15 +112,12 @@ def run_resolve(store: str, scan: int, config: CalibrationConfig, artifact: str,
         run.l0_bytes_read += data.bytes_read
         cal = run.stage("load", session.load_calibration, scan, data.meta.lloadsn)
         run.l0_bytes_read += cal.bytes_read
-        extra = {"calibration_digest": cal.content_digest, "calibration_scan": int(cal.scan)}
-        # issue 14: the next snapshot too (gain_interpolate, calibration_select: nearest)
+        # issue 14: the next snapshot too (gain_interpolate, calibration_select)
         next_cal = run.stage("load", load_next_calibration, session, scan, cal.scan, config)
         if next_cal is not None:
             run.l0_bytes_read += next_cal.bytes_read
         load = run.stage("resolve", resolve, data, cal, config, next_cal)
-        if next_cal is not None and load.cal_scan == next_cal.scan != cal.scan:
-            extra = {"calibration_digest": next_cal.content_digest,
-                     "calibration_scan": int(next_cal.scan)}
+        extra = {"snapshot_digests": snapshot_digests(cal, next_cal, load)}
         save_artifact(load, artifact)
     return _finish(run, "resolve", record, [artifact], extra)
 
@@ -227,15 +224,15 @@ def run_calibrate(store: str, scan: int, session_name: str, config: CalibrationC
             atm = _load(AtmosphereResult, atmosphere_art)
             diffs = _load(SkyDiffResult, skydiff_art) if skydiff_art else None
             session = open_session(store, ReadLimits.from_config(config))
-            data = run.stage("load", session.load_scan, scan, subscans=prepared.on_index)
+            # the ONs, and for otf-chopped scans their chop partners (per-dump reference)
+            data = run.stage("load", session.load_scan, scan, subscans=prepared.read_index)
             run.l0_bytes_read += data.bytes_read
             result = run.stage("calibrate", calibrate, data, load, prepared, atm, config,
                                diffs)
             subscan_digests = {int(k): v for k, v in extra.get("off_digests", {}).items()}
             subscan_digests.update(data.subscan_digests)
             digests = {"scan": combine_digests(data.meta_digest, subscan_digests),
-                       "calibration": extra.get("calibration_digest", ""),
-                       "calibration_scan": extra.get("calibration_scan")}
+                       **extra.get("snapshot_digests", {})}
             del data
             attrs = {"provenance": scan_provenance(config, store, atm.table_model,
                                                    atm.table_digest, digests),

@@ -44,7 +44,8 @@ STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
     "prepare": ("mode", "reference"),
     "atmosphere": ("physics", "t_atm", "atmosphere_table", "sky_model", "sky_table_dir",
                    "sky_table_build", "pwv_fixed_mm", "pwv_fallback_mm",
-                   "pwv_per_pixel", "pwv_grid_min_mm", "pwv_grid_max_mm", "pwv_grid_points",
+                   "pwv_per_pixel", "pwv_per_pair", "pwv_grid_min_mm", "pwv_grid_max_mm",
+                   "pwv_grid_points",
                    "pwv_newton_max_iter", "pwv_newton_tol", "t_cmb"),
     # issue 14: the SKYDIFF history chain (what resolve and prepare use enters through their
     # artifacts); its rules are in the DAG only when skydiff > 0
@@ -232,8 +233,8 @@ def load_manifests(config: Mapping[str, Any], *, main_process: bool,
     refresh = bool(opts.get("refresh", True))
     mode = str(opts.get("stamp", "stat"))
     calib = dict(config.get("calibration") or {})
-    next_calibration = bool(calib.get("gain_interpolate")) or calib.get(
-        "calibration_select") == "nearest"  # issue 14: the next snapshot is an input
+    # issue 14: the next snapshot is an input (gain_interpolate, calibration_select)
+    next_calibration = calibration_config(calib).wants_next_calibration
     out: dict[str, list[str]] = {}
     for name, store in stores.items():
         if main_process and not Path(store).exists():

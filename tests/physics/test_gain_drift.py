@@ -304,3 +304,90 @@ def test_both_modes_agree_with_nearest(tmp_path: Path) -> None:
     group = zarr.open_group(str(workflow / "scan_001003"), mode="r")
     assert group.attrs["calibration_scan"] == 1004
     assert group.attrs["provenance"]["content_digest"]["calibration_scan"] == 1004
+
+
+# -- calibration_select: linear ----------------------------------------------------------------
+
+def test_linear_selection_interpolates_the_loads() -> None:
+    """interpolate_loads: per-channel products linear in u, bad channels ORed, u clipped."""
+    from calpipe.physics.loads import interpolate_loads
+
+    path_free = np.zeros((3, 1, 1), bool)
+
+    def load(scale: float, bad: np.ndarray = path_free) -> object:
+        from calpipe.physics.loads import CalibrationLoadFull
+
+        cube = np.full((3, 1, 1), scale)
+        return CalibrationLoadFull(
+            scan=5, cal_scan=int(scale), nu_sig=np.arange(3.0), nu_img=np.arange(3.0),
+            c_hot=cube * 10, c_cold=cube * 4, t_hot=290.0 + scale, t_cold=80.0,
+            t_hot_eff=np.full(3, 280.0), t_cold_eff=np.full(3, 75.0), gamma=cube,
+            t_rec_dsb=cube * 30, t_rec=cube * 60, bad_channel=bad, gs_xs=0.5, gi_xi=0.5,
+            f_eff=0.95, physics="exact")
+
+    bad = path_free.copy()
+    bad[1] = True
+    mixed = interpolate_loads(load(1.0), load(3.0, bad), 0.25)
+    np.testing.assert_allclose(mixed.gamma[[0, 2]], 1.5)
+    np.testing.assert_allclose(mixed.c_hot[[0, 2]], 15.0)
+    np.testing.assert_allclose(mixed.t_rec[[0, 2]], 90.0)
+    assert mixed.t_hot == pytest.approx(291.5)
+    assert mixed.bad_channel[1].all() and np.isnan(mixed.gamma[1]).all()
+    assert (mixed.cal_scan, mixed.linear_scan, mixed.linear_weight) == (1, 3, 0.25)
+    assert interpolate_loads(load(1.0), load(3.0), 1.7).linear_weight == 1.0
+
+
+def test_linear_selection_beats_lloadsn_and_nearest_under_drift(tmp_path: Path) -> None:
+    """Gain (10 %/h) and T_rec (20 %/h) drifting through the session, loads at 1000 and 1006:
+    the loads interpolated to each scan's time bias the line integral far less than either
+    snapshot alone (the T_rec drift biases the fitted pwv through C_hot)."""
+    path = make_session(tmp_path / "s.zarr", noise=False, n_scans=7, load_every=6,
+                        gain_drift_per_hour=0.1, gain_drift_reset=False,
+                        t_rec_drift_per_hour=0.2, frequency_ghz=461.041)
+    truth = zarr.open_group(str(truth_path_for(path)), mode="r")
+    runs = {sel: {r.scan: (r, atm) for r, atm in _stages(path, ZENITH.replace(
+        calibration_select=sel))} for sel in ("lloadsn", "nearest", "linear")}
+    for n in range(1001, 1006):
+        ta = truth[scan_group_name(n)]["ta_star"][...]
+        line = ta > 0.1 * np.nanmax(ta)
+
+        def bias(sel: str, ta: np.ndarray = ta, line: np.ndarray = line, n: int = n) -> float:
+            return float(abs(np.nanmean(runs[sel][n][0].spectra[line]) / np.mean(ta[line]) - 1))
+
+        r, _ = runs["linear"][n]
+        sel = r.attrs["calibration_select"]
+        assert sel["method"] == "linear" and sel["scans"] == [1000, 1006]
+        assert 0 < sel["weight"] < 1
+        # measured: linear 3e-5 to 6e-5; lloadsn 0.65 % to 3.2 %; nearest 0.58 % to 1.8 %
+        assert bias("linear") < 0.05 * min(bias("lloadsn"), bias("nearest")), (
+            n, bias("linear"), bias("lloadsn"), bias("nearest"))
+        assert bias("linear") < 2e-4
+    with pytest.raises(Exception, match="exclude"):
+        CalibrationConfig(calibration_select="linear", gain_interpolate=3)
+
+
+def test_linear_selection_without_drift_equals_lloadsn(tmp_path: Path) -> None:
+    path = make_session(tmp_path / "s.zarr", noise=False, n_scans=5, load_every=3)
+    plain = _stages(path, ZENITH)
+    linear = _stages(path, ZENITH.replace(calibration_select="linear"))
+    assert linear[0][0].attrs["calibration_select"]["scans"] == [1000, 1003]
+    for (a, _), (b, _) in zip(plain, linear, strict=True):
+        np.testing.assert_allclose(b.spectra, a.spectra, rtol=1e-5, atol=1e-5)
+    # scan 1004 has no later load: the lloadsn snapshot (its own, 1003) alone
+    assert linear[-1][0].attrs["calibration_select"] is None
+
+
+def test_both_modes_agree_with_linear(tmp_path: Path) -> None:
+    from calpipe.atmosphere.tableio import save_table
+    from calpipe.testing import assert_l1_equal, calibrate_both_modes
+
+    save_table(analytic_table(), tmp_path / "table.npz")
+    make_session(tmp_path / "s.zarr", table=analytic_table(), n_scans=5, load_every=4,
+                 gain_drift_per_hour=0.1, gain_drift_reset=False, t_rec_drift_per_hour=0.1)
+    section = {"atmosphere_table": "table.npz", "calibration_select": "linear"}
+    inproc, workflow = calibrate_both_modes(tmp_path, section)
+    assert_l1_equal(inproc, workflow)
+    group = zarr.open_group(str(workflow / "scan_001002"), mode="r")
+    assert group.attrs["calibration_select"]["scans"] == [1000, 1004]
+    digests = group.attrs["provenance"]["content_digest"]
+    assert digests["calibration_scan"] == 1000 and digests["next_calibration_scan"] == 1004
