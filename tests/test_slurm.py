@@ -66,3 +66,31 @@ def test_workflow_on_slurm_matches_local(tmp_path: Path) -> None:
         (wd / "inproc.zarr/failures.json").read_text())
     assert_l1_equal(wd / "inproc.zarr", wd / "results/s/l1.zarr",
                     [s for s in SCANS if s not in BROKEN])
+
+
+def test_skydiff_on_slurm_with_the_documented_groups(tmp_path: Path) -> None:
+    """SKYDIFF (issue 14) through sbatch: the profile's one-group-per-scan cannot hold the
+    skydiff chain, so docs/workflow.md "SLURM" regroups (load = resolve + prepare, cal =
+    atmosphere + calibrate); the L1, skydiff arrays included, equals the in-process run."""
+    problem = _controller_problem()
+    if problem:
+        pytest.skip(problem)
+    wd = make_workspace(tmp_path / "slurm", skydiff=2)
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    cmd = [SNAKEMAKE, "--snakefile", str(SNAKEFILE), "--directory", str(wd), "--configfile",
+           str(wd / "config.yaml"), "--workflow-profile", str(REPO / "profiles" / "slurm"),
+           "--groups", "resolve=load", "prepare=load", "atmosphere=cal", "calibrate=cal",
+           "--group-components", "load=4", "cal=4"]
+    proc = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-8000:]
+    assert "has been submitted with SLURM jobid" in out
+    in_process(wd, wd / "inproc.zarr")
+    good = [s for s in SCANS if s not in BROKEN]
+    assert_l1_equal(wd / "inproc.zarr", wd / "results/s/l1.zarr", good)
+    import zarr
+
+    with_pairs = [s for s in good if "skydiff" in zarr.open_group(
+        str(wd / "results/s/l1.zarr" / f"scan_{s:06d}"), mode="r").array_keys()]
+    assert with_pairs, "no scan got SKYDIFF pairs"
