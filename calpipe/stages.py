@@ -208,6 +208,10 @@ def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig,
         if config.gain_interpolate:
             raise MetadataError("gain_interpolate is not available for vane (VANE/SKY) "
                                 "calibration", scan=scan.scan, array="calibration/sobsmode")
+        if config.calibration_select != "lloadsn":
+            raise MetadataError(f"calibration_select {config.calibration_select} is not "
+                                "available for vane (VANE/SKY) calibration (lloadsn only)",
+                                scan=scan.scan, array="calibration/sobsmode")
         return nod.resolve_vane(scan, cal, config)
     if config.calibration_select == "nearest" and next_cal is not None:
         cal = _nearest_snapshot(scan, cal, next_cal)

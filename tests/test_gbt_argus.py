@@ -449,3 +449,21 @@ def test_import_missing_row_is_nan(tmp_path: Path) -> None:
     counts = open_session(tmp_path / "x.zarr").load_scan(331).counts
     assert np.isnan(counts[:, 0, 5, 0, 0]).all()
     assert np.isfinite(counts[:, 0, 5, 0, 1]).all() and np.isfinite(counts[:, 0, 4, 0, 0]).all()
+
+
+@pytest.mark.parametrize("option", [{"gain_interpolate": 3}, {"calibration_select": "nearest"},
+                                    {"calibration_select": "linear"}])
+def test_two_snapshot_options_refuse_vane_calibration(imported: Path, option: dict) -> None:
+    """The options that combine two HOT/COLD snapshots (issue 14) do not apply to a vane
+    (VANE/SKY) snapshot: a MetadataError naming the option, never a silent lloadsn run."""
+    from calpipe import stages
+    from calpipe.config import CalibrationConfig
+    from calpipe.errors import MetadataError
+
+    session = open_session(imported)
+    scan = session.source_scans()[0]
+    data = session.load_scan(scan)
+    cal = session.load_calibration(scan, data.meta.lloadsn)
+    name = next(iter(option))
+    with pytest.raises(MetadataError, match=f"{name}.*vane"):
+        stages.resolve(data, cal, CalibrationConfig(**option), None)
