@@ -37,6 +37,7 @@ from calpipe.physics.atmosphere import (
     AtmosphereResult,
     SkyInputs,
     SkyModel,
+    fill_empty_pixels,
     fit_pwv,
     fit_pwv_per_off,
     observed_sky_minus_hot,
@@ -213,9 +214,27 @@ def resolve(scan: ScanData, cal: CalibrationSnapshot, config: CalibrationConfig,
                                 "available for vane (VANE/SKY) calibration (lloadsn only)",
                                 scan=scan.scan, array="calibration/sobsmode")
         return nod.resolve_vane(scan, cal, config)
+    note = None
+    if next_cal is not None and (config.gain_interpolate or config.calibration_select
+                                 != "lloadsn"):
+        try:  # a retune (or another pixel layout) before the next loads: no bracket
+            check_compatible(scan, next_cal)
+        except CalibrationError as exc:
+            note = (f"next calibration snapshot (scan {next_cal.scan}) not used: "
+                    f"{exc.detail}")
+            if config.gain_interpolate:
+                raise MissingLoadError(f"gain_interpolate 3: the {note}", scan=scan.scan,
+                                       array=f"calibration (of scan {next_cal.scan})") from exc
+            log.warning("scan %d: %s; calibration_select %s falls back to lloadsn", scan.scan,
+                        note, config.calibration_select)
+            next_cal = None
+    elif next_cal is None and config.calibration_select != "lloadsn":
+        note = "no next calibration snapshot in the store"
     if config.calibration_select == "nearest" and next_cal is not None:
         cal = _nearest_snapshot(scan, cal, next_cal)
     load = _resolve_snapshot(scan, cal, config)
+    if note is not None:
+        load = dataclasses.replace(load, selection_note=note)
     if config.calibration_select == "linear" and next_cal is not None:
         return interpolate_loads(load, _resolve_snapshot(scan, next_cal, config),
                                  _snapshot_weight(scan, cal, next_cal))
@@ -497,6 +516,7 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
             "grid_points": config.pwv_grid_points, "max_iter": config.pwv_newton_max_iter,
             "tol": config.pwv_newton_tol}
     pwv_off: np.ndarray | None = None  # [Rp, Ap, K]: the per-pair fit (issue 14)
+    notes = ""
     if config.pwv_fixed_mm is not None:
         method, converged = "fixed", False  # no fit ran
         pwv = np.full((rp, ap), float(config.pwv_fixed_mm))
@@ -512,11 +532,14 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
                                       t_hot_eff=load.t_hot_eff, per_pixel=config.pwv_per_pixel,
                                       off_subscans=off, **grid)
                 pwv_off, rms = fit.pwv_mm, fit.residual_rms_k
+                notes = fit_notes(fit.n_filled, fill_empty_pixels(scan, pwv_off))
                 pwv, converged, iterations = pwv_off.mean(axis=-1), fit.converged, fit.n_iterations
             else:
                 pwv, rms, converged, iterations = fit_pwv(
                     scan=scan, model=model, s_obs=s_obs, weight=weight,
-                    t_hot_eff=load.t_hot_eff, per_pixel=config.pwv_per_pixel, **grid)
+                    t_hot_eff=load.t_hot_eff, per_pixel=config.pwv_per_pixel,
+                    allow_empty_pixels=config.pwv_per_pixel, **grid)
+                notes = fit_notes(0, fill_empty_pixels(scan, pwv))
         except AtmosphereError as exc:
             if config.pwv_fallback_mm is None:
                 raise
@@ -570,7 +593,7 @@ def atmosphere(geometry: ScanGeometry, load: CalibrationLoadFull, prepared: Prep
         n_iterations=int(iterations), pressure_hpa=pressure_hpa,
         t_atm_source=slabs.t_atm_source, table_model=slabs.model,
         table_digest=slabs.digest,
-        message="; ".join(x for x in (message, slabs.note) if x), fit_observed_k=fit_obs,
+        message="; ".join(x for x in (message, notes, slabs.note) if x), fit_observed_k=fit_obs,
         fit_model_k=fit_mod, pwv_err_mm=pwv_err, scale_uncertainty=scale_err,
         per_pair=pwv_on is not None, pwv_off_mm=pwv_off, pwv_on_mm=pwv_on,
         pwv_on_err_mm=pwv_on_err,
@@ -669,10 +692,6 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
         attrs["nod"] = nod.nod_attrs(scan, load, prepared, arrays)
     if prepared.beam is not None:  # issue 14: otf-chopped, beams A and B
         attrs["dbs"] = dbs.dbs_attrs(prepared, config.dbs_merge)
-    # QA (issue 8, calpipe.qa): sets TSYS_OUTLIER in arrays.flags, metrics -> attrs["qa"]
-    blank_bits = fl.BLANKING | (fl.LOW_TRANSMISSION if config.blank_low_transmission else 0)
-    attrs["qa"].update(qa.assess_scan(arrays.spectra, arrays.flags, arrays.t_sys,
-                                      arrays.weight, atm.residual_rms_k, blank_bits))
     no_fit = np.full((arrays.t_sys.shape[0], prepared.off_index.size), np.nan)
     fit_obs = no_fit if atm.fit_observed_k is None else atm.fit_observed_k
     fit_mod = no_fit if atm.fit_model_k is None else atm.fit_model_k
@@ -701,6 +720,13 @@ def calibrate(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedData,
     )
     if prepared.beam is not None and config.dbs_merge:  # issue 14: (T_A + T_B) / 2
         result = dbs.merge_result(result, prepared)
+        # the merge ORs the flags of a pair: a scan usable per beam may not be merged
+        check_usable(scan.scan, result.spectra, result.flags)
+    # QA (issue 8, calpipe.qa) on the spectra as written (after a DBS merge): sets
+    # TSYS_OUTLIER in result.flags, metrics -> attrs["qa"]
+    blank_bits = fl.BLANKING | (fl.LOW_TRANSMISSION if config.blank_low_transmission else 0)
+    result.attrs["qa"].update(qa.assess_scan(result.spectra, result.flags, result.t_sys,
+                                             result.weight, atm.residual_rms_k, blank_bits))
     return result
 
 
@@ -786,6 +812,30 @@ def _nan_stat(func: Any, values: np.ndarray | None) -> float | None:
     return float(func(values[np.isfinite(values)]))
 
 
+def _selection_attrs(load: CalibrationLoadFull) -> dict[str, Any] | None:
+    """The L1 attribute ``calibration_select``: the linear interpolation used, or why a
+    requested nearest / linear selection fell back to the lloadsn snapshot; None otherwise."""
+    if load.linear_scan is not None:
+        return {"method": "linear", "scans": [int(load.cal_scan), int(load.linear_scan)],
+                "weight": load.linear_weight}
+    if load.selection_note is not None:
+        return {"method": "lloadsn", "note": load.selection_note}
+    return None
+
+
+def fit_notes(n_filled_offs: int, empty_pixels: list[tuple[int, int]]) -> str:
+    """What the per-pixel / per-pair fit filled in (the L1 attribute atmosphere_fit.message)."""
+    out = []
+    if n_filled_offs:
+        out.append(f"per-pair fit: {n_filled_offs} (pixel, OFF) without data, pwv interpolated "
+                   "from the pixel's other OFFs")
+    if empty_pixels:
+        names = ", ".join(f"(r={r}, a={a})" for r, a in empty_pixels)
+        out.append(f"pixel(s) {names} without data in any OFF: pwv = the median of the other "
+                   "pixels")
+    return "; ".join(out)
+
+
 def _pixel_list(values: np.ndarray | None, per_pixel: bool) -> Any:
     """[Rp, Ap, N] -> a list over N (joint fit) or nested [R][A][N] lists (NaN -> None);
     None stays None."""
@@ -852,10 +902,7 @@ def _scan_attrs(scan: ScanData, load: CalibrationLoadFull, prepared: PreparedDat
                       "shared_variance_fraction": _shared_fraction(scan, prepared).tolist()},
         "calibration_scan": int(load.cal_scan),
         # issue 14: calibration_select (linear: the loads interpolated between two snapshots)
-        "calibration_select": ({"method": "linear", "scans": [int(load.cal_scan),
-                                                             int(load.linear_scan)],
-                                "weight": load.linear_weight}
-                               if load.linear_scan is not None else None),
+        "calibration_select": _selection_attrs(load),
         "instrument": {"gs_xs": _gain_attr(load.gs_xs), "gi_xi": _gain_attr(load.gi_xi),
                        "f_eff": load.f_eff, "w_s": _gain_attr(load.w_s),
                        "t_hot_k": load.t_hot, "t_cold_k": load.t_cold},

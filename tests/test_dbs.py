@@ -345,3 +345,42 @@ def test_merge_on_the_tmb_scale(noise_free: Path) -> None:
     assert factor.shape == (2, 2) and np.allclose(factor, 0.95 / 0.8)
     expect = ta.result.spectra * factor[None, None, None, :, :]
     assert np.allclose(tmb.result.spectra, expect, rtol=1e-6, equal_nan=True)
+
+
+# -- review findings: the merge's usability and QA, simultaneous chop phases ------------------
+
+def test_merge_that_leaves_no_sample_is_a_scan_error(noise_free: Path, tmp_path: Path) -> None:
+    """Array 0 missing in the A ONs, array 1 in the B ONs: each beam alone is usable, but
+    every merged pair ORs a fill flag: NoValidDataError, never an all-NaN success."""
+    from calpipe.errors import NoValidDataError
+
+    path = _break(noise_free, tmp_path)
+    counts = read_array(path, SCAN, "source/data_5d")
+    for s in (0, 4):  # SWA-ON
+        counts[:, :, :, 0, s] = FILL_VALUE
+    for s in (2, 6):  # SWB-ON
+        counts[:, :, :, 1, s] = FILL_VALUE
+    replace_array(path, SCAN, "source/data_5d", counts)
+    (st,) = run_stages(path, CalibrationConfig())
+    assert 0 < np.isfinite(st.result.spectra).mean() < 1
+    with pytest.raises(NoValidDataError, match="no usable sample"):
+        run_stages(path, CalibrationConfig(dbs_merge=True))
+
+
+def test_qa_describes_the_merged_spectra(noise_free: Path) -> None:
+    (st,) = run_stages(noise_free, CalibrationConfig(dbs_merge=True))
+    qa = st.result.attrs["qa"]
+    n_pairs = st.result.spectra.shape[-1]
+    assert n_pairs == 2
+    assert np.asarray(qa["tsys_spectrum_k"]).shape[-1] == n_pairs
+    assert all(s < n_pairs for _r, _a, s in qa["tsys_outliers"])
+
+
+def test_chop_phases_must_be_simultaneous(noise_free: Path, tmp_path: Path) -> None:
+    path = _break(noise_free, tmp_path)
+    mjd = read_array(path, SCAN, "source/mjd")
+    mjd[3] += 10.0 / 86400.0  # SWB-OFF 10 s after its ON (dumps of 0.5 s)
+    mjd[4:] += 20.0 / 86400.0  # keep the start times increasing
+    replace_array(path, SCAN, "source/mjd", mjd)
+    with pytest.raises(MetadataError, match="ON subscan 2 / OFF subscan 3 start 10 s apart"):
+        _prepare(path)

@@ -217,3 +217,34 @@ def test_per_pair_on_chopped_scans_with_the_pair_merge(tmp_path):
     err = np.abs(r.result.spectra - ta[..., first_of_pair]).max() / ta.max()
     err_joint = np.abs(j.result.spectra - ta[..., first_of_pair]).max() / ta.max()
     assert err < 1e-4 and err_joint > 1e-3, (err, err_joint)
+
+
+def test_per_pair_per_pixel_with_a_pixel_missing_in_one_off(tmp_path):
+    """Review finding: one pixel all fill in OFF 0 only. That OFF's pwv of the pixel is
+    interpolated from its other OFFs (the ONs referenced to OFF 0 are fill for that pixel
+    anyway) and the message says so; the other pixels and the scan are calibrated."""
+    from calpipe.l0 import FILL_VALUE
+    from calpipe.testing import replace_array
+
+    path = make_session(tmp_path / "s.zarr", modes=("tp",), n_scans=2, load_every=2,
+                        noise=False)
+    counts = zarr.open_group(str(path), mode="r")["scan_001001"]["source/data_5d"][...]
+    counts[:, :, 1, 0, 0] = FILL_VALUE
+    replace_array(path, 1001, "source/data_5d", counts)
+    (r,) = run_stages(path, PAIR.replace(pwv_per_pixel=True))
+    assert np.all(np.isfinite(r.atm.pwv_off_mm))
+    np.testing.assert_allclose(r.atm.pwv_off_mm, 1.0, rtol=1e-6)
+    assert "1 (pixel, OFF) without data" in r.atm.message
+    good = np.ones(r.result.spectra.shape, bool)
+    good[:, :, 1, 0, 0] = False  # the first ON of pixel (1, 0): its reference is fill
+    assert np.isfinite(r.result.spectra[good]).all()
+    # a pixel without data in any OFF (a dead pixel): its spectra are fill; the other pixels
+    # and the scan are calibrated, its pwv is the other pixels' median, the message names it
+    counts[:, :, 1, 0, :] = FILL_VALUE
+    replace_array(path, 1001, "source/data_5d", counts)
+    for config in (PAIR.replace(pwv_per_pixel=True), ZENITH.replace(pwv_per_pixel=True)):
+        (r,) = run_stages(path, config)
+        assert "pixel(s) (r=1, a=0) without data in any OFF" in r.atm.message
+        assert np.isnan(r.result.spectra[:, :, 1, 0]).all()
+        assert np.isfinite(np.delete(r.result.spectra.reshape(
+            r.result.spectra.shape[:2] + (-1,) + r.result.spectra.shape[4:]), 2, axis=2)).all()

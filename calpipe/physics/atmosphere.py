@@ -247,10 +247,13 @@ def fit_pwv(
     grid_points: int,
     max_iter: int,
     tol: float,
+    allow_empty_pixels: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, bool, int]:
     """Minimise chi2(pwv); returns (pwv[Rp, Ap], residual_rms[Rp, Ap], converged, iterations).
 
     s_obs, weight: [C, R, A, K] (weight 0 where unusable). Joint: one pwv for all pixels.
+    Per pixel, a pixel without any good sample is an AtmosphereError naming it, or NaN with
+    ``allow_empty_pixels`` (the per-pair fit fills it from the pixel's other OFFs).
     """
     lo = max(grid_min, model.pwv_range[0])
     hi = min(grid_max, model.pwv_range[1])
@@ -284,6 +287,13 @@ def fit_pwv(
     for r in range(rp):  # per-pixel Newton: (1, 1) in joint mode
         for a in range(ap):
             i = int(best[r, a])
+            if per_pixel and not np.any(weight[:, r, a] > 0):
+                if allow_empty_pixels:
+                    pwv[r, a] = np.nan
+                    continue
+                raise AtmosphereError(f"no good channel in any OFF subscan for pixel (r={r}, "
+                                      f"a={a}) to fit its pwv", scan=scan,
+                                      array="source/data_5d")
             if collapse:
                 wr, wsr, pix = w, ws, None
             else:
@@ -311,8 +321,8 @@ def fit_pwv(
     rms = np.empty((rp, ap))
     for r in range(rp):
         for a in range(ap):
-            rms[r, a] = residual_rms(model, s_obs, weight, t_hot_eff, float(pwv[r, a]),
-                                     (r, a) if per_pixel else None)
+            rms[r, a] = np.nan if np.isnan(pwv[r, a]) else residual_rms(
+                model, s_obs, weight, t_hot_eff, float(pwv[r, a]), (r, a) if per_pixel else None)
     return pwv, rms, converged, iterations
 
 
@@ -331,6 +341,7 @@ class PerOffFit:
     residual_rms_k: np.ndarray  # [Rp, Ap]: pooled over the OFFs, each at its own pwv
     converged: bool
     n_iterations: int  # the most any OFF needed
+    n_filled: int = 0  # (pixel, OFF) without data, filled from the pixel's other OFFs
 
 
 def fit_pwv_per_off(*, scan: int, model: SkyModel, s_obs: np.ndarray, weight: np.ndarray,
@@ -353,7 +364,8 @@ def fit_pwv_per_off(*, scan: int, model: SkyModel, s_obs: np.ndarray, weight: np
                                   f"{int(off_subscans[k])}", scan=scan, array="source/data_5d")
         try:
             pwv, rms, ok, it = fit_pwv(scan=scan, model=model, s_obs=s_obs, weight=w_k,
-                                       t_hot_eff=t_hot_eff, per_pixel=per_pixel, **grid)
+                                       t_hot_eff=t_hot_eff, per_pixel=per_pixel,
+                                       allow_empty_pixels=True, **grid)
         except AtmosphereError as exc:
             raise AtmosphereError(f"per-pair pwv fit of OFF subscan {int(off_subscans[k])}: "
                                   f"{exc.detail}", scan=scan, array="pwv") from exc
@@ -364,8 +376,43 @@ def fit_pwv_per_off(*, scan: int, model: SkyModel, s_obs: np.ndarray, weight: np
     total = np.sum(counts, axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         rms_pooled = np.sqrt(np.sum(sq, axis=0) / total)
-    return PerOffFit(np.stack(pwvs, axis=-1), np.where(total > 0, rms_pooled, np.nan),
-                     converged, iterations)
+    pwv_off = np.stack(pwvs, axis=-1)
+    filled = _fill_empty_offs(pwv_off)
+    return PerOffFit(pwv_off, np.where(total > 0, rms_pooled, np.nan), converged, iterations,
+                     filled)
+
+
+def _fill_empty_offs(pwv_off: np.ndarray) -> int:
+    """In place: a pixel without data in OFF k (NaN) takes the pwv interpolated in OFF order
+    from its other OFFs (constant beyond the ends); the ONs referenced to that OFF are fill
+    for that pixel anyway, but their transmission must be finite. Returns how many were
+    filled; a pixel without data in every OFF stays NaN (``fill_empty_pixels``)."""
+    filled = 0
+    k = np.arange(pwv_off.shape[-1])
+    for r in range(pwv_off.shape[0]):
+        for a in range(pwv_off.shape[1]):
+            row = pwv_off[r, a]
+            good = np.isfinite(row)
+            if good.all() or not good.any():
+                continue
+            row[~good] = np.interp(k[~good], k[good], row[good])
+            filled += int((~good).sum())
+    return filled
+
+
+def fill_empty_pixels(scan: int, pwv: np.ndarray) -> list[tuple[int, int]]:
+    """In place: a pixel without any good sample in any OFF (NaN pwv [Rp, Ap] or
+    [Rp, Ap, K] per pair) takes the median pwv of the fitted pixels (its spectra are fill
+    anyway; the transmission must be finite). Returns the filled pixels; AtmosphereError
+    when no pixel was fitted."""
+    empty = ~np.isfinite(pwv).reshape(pwv.shape[0], pwv.shape[1], -1).any(axis=-1)
+    if not empty.any():
+        return []
+    if empty.all():
+        raise AtmosphereError("no pixel has a good channel in any OFF subscan to fit pwv",
+                              scan=scan, array="source/data_5d")
+    pwv[empty] = np.nanmedian(pwv[~empty], axis=0)
+    return [(int(r), int(a)) for r, a in zip(*np.nonzero(empty), strict=True)]
 
 
 COARSE_CHANNELS = 512

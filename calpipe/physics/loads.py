@@ -75,6 +75,8 @@ class CalibrationLoadFull:
     # between this snapshot (cal_scan) and the next one, weight of the next one
     linear_scan: int | None = None
     linear_weight: float | None = None
+    # why a requested calibration_select (nearest / linear) fell back to the lloadsn snapshot
+    selection_note: str | None = None
 
     @property
     def w_s(self) -> Any:

@@ -234,6 +234,19 @@ def _check_times(scan: int, mjd: np.ndarray, strict: bool) -> None:
                             "duplicated or out-of-order subscans)", scan=scan, array="source/mjd")
 
 
+def _check_simultaneous(scan: int, mjd: np.ndarray, exptime: np.ndarray,
+                        on_index: np.ndarray, partner: np.ndarray) -> None:
+    """The two chop phases of a pair are taken together: their start times may differ by at
+    most one dump (the longer exptime of the two); else the pairing by order is wrong (a
+    reordered layout, or phases written as consecutive subscans): MetadataError."""
+    for on, off in zip(on_index.tolist(), partner.tolist(), strict=True):
+        dt = abs(float(mjd[on]) - float(mjd[off])) * 86400.0
+        if dt > max(float(exptime[on]), float(exptime[off])):
+            raise MetadataError(f"chop pair ON subscan {on} / OFF subscan {off} start {dt:.3g} s "
+                                "apart (more than one dump): the two chop phases of a pair "
+                                "must be simultaneous", scan=scan, array="source/mjd")
+
+
 def chop_pairs(scan: int, sobsmode: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(on_index, partner, beam) [S_on] of a chopped scan: every ON subscan in L0 (time) order,
     the L0 index of its chop partner (the k-th OFF of the same beam for the k-th ON), and its
@@ -295,6 +308,8 @@ def prepare_chopped(*, scan: int, counts: np.ndarray, sobsmode: np.ndarray, mjd:
     docstring). off_index lists every OFF phase of both beams (the pwv fit uses them all)."""
     on_index, partner, beam = chop_pairs(scan, sobsmode)
     _check_times(scan, np.asarray(mjd, dtype=np.float64), strict=False)
+    _check_simultaneous(scan, np.asarray(mjd, dtype=np.float64),
+                        np.asarray(exptime, dtype=np.float64), on_index, partner)
     off_index = np.flatnonzero(np.isin(np.arange(np.asarray(sobsmode).size), partner))
     off_mean = mean_over_dumps(counts, off_index)
     pos = np.searchsorted(off_index, partner).astype(np.int64)

@@ -399,7 +399,8 @@ def test_linear_selection_without_drift_equals_lloadsn(tmp_path: Path) -> None:
     for (a, _), (b, _) in zip(plain, linear, strict=True):
         np.testing.assert_allclose(b.spectra, a.spectra, rtol=1e-5, atol=1e-5)
     # scan 1004 has no later load: the lloadsn snapshot (its own, 1003) alone
-    assert linear[-1][0].attrs["calibration_select"] is None
+    assert linear[-1][0].attrs["calibration_select"] == {
+        "method": "lloadsn", "note": "no next calibration snapshot in the store"}
 
 
 def test_both_modes_agree_with_linear(tmp_path: Path) -> None:
@@ -416,3 +417,26 @@ def test_both_modes_agree_with_linear(tmp_path: Path) -> None:
     assert group.attrs["calibration_select"]["scans"] == [1000, 1004]
     digests = group.attrs["provenance"]["content_digest"]
     assert digests["calibration_scan"] == 1000 and digests["next_calibration_scan"] == 1004
+
+
+def test_a_retune_before_the_next_loads_is_no_bracket(tmp_path: Path) -> None:
+    """Review finding: the next load scan (1003) was taken with another tuning. nearest and
+    linear fall back to the lloadsn snapshot and say why (attribute calibration_select);
+    gain_interpolate 3 cannot correct: MissingLoadError naming the next snapshot."""
+    from calpipe.errors import MissingLoadError
+    from calpipe.testing import read_array, replace_array
+
+    path = make_session(tmp_path / "s.zarr", noise=False, n_scans=4, load_every=3)
+    freq = read_array(path, 1003, "calibration/signal_freq")
+    replace_array(path, 1003, "calibration/signal_freq", freq + 5e9)
+    plain = {r.scan: r for r, _ in _stages(path, ZENITH)}
+    for select in ("nearest", "linear"):
+        for r, _ in _stages(path, ZENITH.replace(calibration_select=select)):
+            if r.scan in (1001, 1002):
+                note = r.attrs["calibration_select"]
+                assert note["method"] == "lloadsn" and "scan 1003" in note["note"]
+                assert "frequency set-up" in note["note"]
+                np.testing.assert_array_equal(r.spectra, plain[r.scan].spectra)
+    with pytest.raises(MissingLoadError, match="gain_interpolate 3: the next calibration "
+                                               "snapshot \\(scan 1003\\) not used"):
+        _stages(path, ZENITH.replace(gain_interpolate=3))
