@@ -350,10 +350,12 @@ class ScanStages:
 def run_stages(path: str | Path, config: Any, table: Any = None, *,
                calibrate: bool = True) -> list[ScanStages]:
     """resolve -> prepare -> atmosphere (-> calibrate, then ``check()``) for every science scan
-    of an L0 store, with the stage functions both orchestration modes call. ``table``: the
-    atmosphere table (default: the analytic test table)."""
+    of an L0 store, with the stage functions both orchestration modes call; the next
+    calibration snapshot is read when the configuration asks for it (gain_interpolate,
+    calibration_select). ``table``: the atmosphere table (default: the analytic test table)."""
     from calpipe import stages
     from calpipe.l0 import open_session
+    from calpipe.pipeline import load_next_calibration
 
     table = analytic_table() if table is None else table
     session = open_session(path)
@@ -361,7 +363,8 @@ def run_stages(path: str | Path, config: Any, table: Any = None, *,
     for n in session.source_scans():
         data = session.load_scan(n)
         cal = session.load_calibration(n, data.meta.lloadsn)
-        load = stages.resolve(data, cal, config)
+        load = stages.resolve(data, cal, config,
+                              load_next_calibration(session, n, cal.scan, config))
         prepared = stages.prepare(data, config)
         atm = stages.atmosphere(stages.ScanGeometry.of(data), load, prepared, config, table)
         result = None

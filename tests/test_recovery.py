@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import zarr
 
-from calpipe import stages
+from calpipe import testing
 from calpipe.config import CalibrationConfig
-from calpipe.l0 import open_session, scan_group_name
+from calpipe.l0 import scan_group_name
 from calpipe.simulate import truth_path_for
 from calpipe.testing import make_session
 
@@ -44,19 +44,12 @@ ZENITH = CalibrationConfig(sky_model="zenith")
 
 
 def run_stages(path, table, config=ZENITH):
-    session = open_session(path)
+    """The stages of every science scan (calpipe.testing.run_stages) with its truth group."""
     truth = zarr.open_group(str(truth_path_for(path)), mode="r")
     out = []
-    for n in session.source_scans():
-        scan = session.load_scan(n)
-        cal = session.load_calibration(n, scan.meta.lloadsn)
-        load = stages.resolve(scan, cal, config)
-        prepared = stages.prepare(scan, config)
-        atm = stages.atmosphere(stages.ScanGeometry.of(scan), load, prepared, config, table)
-        result = stages.calibrate(scan, load, prepared, atm, config)
-        result.check()
-        tg = truth[scan_group_name(n)]
-        out.append(Recovered(n, tg.attrs["kind"], load, atm, result, tg))
+    for s in testing.run_stages(path, config, table):
+        tg = truth[scan_group_name(s.scan)]
+        out.append(Recovered(s.scan, tg.attrs["kind"], s.load, s.atm, s.result, tg))
     return out, truth
 
 

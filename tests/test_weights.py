@@ -24,22 +24,15 @@ from calpipe.config import CalibrationConfig
 from calpipe.l0 import open_session
 from calpipe.physics.calibrate import radiometer_weight
 from calpipe.physics.reference import reference_variance_factor
-from calpipe.testing import analytic_table, make_session
+from calpipe.testing import make_session, run_stages
 
 
 def _chi2(path, config):
     """(chi^2/dof of dump averages with the covariance, of single dumps, of dump averages
     with the first release's weights, which leave the reference out)."""
-    table = analytic_table()
-    session = open_session(path)
     z_mean, z_dump, z_naive = [], [], []
-    for n in session.source_scans():
-        scan = session.load_scan(n)
-        cal = session.load_calibration(n, scan.meta.lloadsn)
-        load = stages.resolve(scan, cal, config)
-        prepared = stages.prepare(scan, config)
-        atm = stages.atmosphere(stages.ScanGeometry.of(scan), load, prepared, config, table)
-        res = stages.calibrate(scan, load, prepared, atm, config)
+    for st in run_stages(path, config):
+        res, scan = st.result, st.data
         n_d = res.spectra.shape[1]
         rho = np.asarray(res.attrs["reference"]["shared_variance_fraction"])
         var_dump = 1.0 / res.weight.astype(np.float64)  # [C, R, A, S_on]

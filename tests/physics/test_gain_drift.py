@@ -17,7 +17,7 @@ from calpipe.errors import CalibrationError
 from calpipe.l0 import open_session, scan_group_name
 from calpipe.physics import gain
 from calpipe.simulate import truth_path_for
-from calpipe.testing import analytic_table, make_session
+from calpipe.testing import analytic_table, make_session, run_stages
 
 ZENITH = CalibrationConfig(sky_model="zenith")
 
@@ -120,20 +120,8 @@ def test_gain_interpolate_option() -> None:
 
 
 def _stages(path: Path, config: CalibrationConfig) -> list:
-    from calpipe.pipeline import load_next_calibration
-
-    session = open_session(path)
-    out = []
-    for n in session.source_scans():
-        scan = session.load_scan(n)
-        cal = session.load_calibration(n, scan.meta.lloadsn)
-        nxt = load_next_calibration(session, n, cal.scan, config)
-        load = stages.resolve(scan, cal, config, nxt)
-        prepared = stages.prepare(scan, config)
-        atm = stages.atmosphere(stages.ScanGeometry.of(scan), load, prepared, config,
-                                analytic_table())
-        out.append((stages.calibrate(scan, load, prepared, atm, config), atm))
-    return out
+    """(CalibrationResult, AtmosphereResult) of every science scan (calpipe.testing)."""
+    return [(s.result, s.atm) for s in run_stages(path, config)]
 
 
 def test_gain_interpolate_recovers_the_truth(tmp_path: Path) -> None:
